@@ -1,0 +1,113 @@
+"""The environment base API: what a plugin implements to serve an environment.
+
+One environment instance serves one episode. The server calls `reset` once when the episode opens
+(and again for each client reset), `step` for each action, and `close` once at the end.
+
+Two flavours share one shape:
+
+* `Env` - synchronous. The server runs `reset`/`step` in a worker thread so that a slow environment
+  never blocks the event loop. Cheap environments (pure Python, microseconds per step) set
+  `runs_inline = True` to skip the thread hop.
+* `AsyncEnv` - coroutines, for environments that wait on sandboxes, verifiers or HTTP judges.
+
+Both return `StepResult`: per-agent observations, reward components, checklist results and
+terminated/truncated flags. Raise `InvalidAction` for an action the environment cannot accept (the
+client gets INVALID_ARGUMENT and the episode goes on); raise `InfraError` (or let any other exception
+escape) when the infrastructure failed - the episode then ends with an infrastructure failure, which is
+never reported as a reward.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from palaestra.types import Action, EnvSpec, StepResult
+
+if TYPE_CHECKING:
+    from palaestra.registry import RewardRegistry
+    from palaestra.sandbox.manager import SandboxManager
+
+
+class InvalidAction(ValueError):
+    """The action does not fit what the environment expects; the message says what was expected."""
+
+
+class InfraError(RuntimeError):
+    """A sandbox, verifier or other piece of infrastructure failed: the episode cannot be scored."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source = source
+        self.message = message
+
+
+@dataclass
+class EnvContext:
+    """What the server hands an environment factory for one episode."""
+
+    env_id: str
+    episode_id: str
+    config: Mapping[str, Any] = field(default_factory=dict)  # the plugin's [plugins.NAME] table
+    options: Mapping[str, Any] = field(default_factory=dict)  # the client's open options
+    task: int | str | None = None  # the client's task selector (index or id), if any
+    sandboxes: SandboxManager | None = None
+    rewards: RewardRegistry | None = None
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("palaestra.env"))
+
+
+class _EnvBase(abc.ABC):
+    # True for environments cheap enough to run on the event loop (no I/O, microseconds per step).
+    runs_inline: ClassVar[bool] = False
+
+
+class Env(_EnvBase):
+    """A synchronous environment. `actions` maps agent id to its action (one entry for single-agent envs)."""
+
+    @abc.abstractmethod
+    def reset(self, seed: int | None = None, options: Mapping[str, Any] | None = None) -> StepResult: ...
+
+    @abc.abstractmethod
+    def step(self, actions: Mapping[str, Action]) -> StepResult: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to free by default
+        """Free the episode's resources. Called exactly once."""
+
+
+class AsyncEnv(_EnvBase):
+    """An asynchronous environment, for work that waits (sandboxes, verifiers, judges)."""
+
+    @abc.abstractmethod
+    async def reset(self, seed: int | None = None, options: Mapping[str, Any] | None = None) -> StepResult: ...
+
+    @abc.abstractmethod
+    async def step(self, actions: Mapping[str, Action]) -> StepResult: ...
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Free the episode's resources (e.g. release sandboxes). Called exactly once."""
+
+
+AnyEnv = Env | AsyncEnv
+EnvFactory = Callable[[EnvContext], AnyEnv]
+
+
+@dataclass
+class EnvRegistration:
+    spec: EnvSpec
+    factory: EnvFactory
+
+
+__all__ = [
+    "AnyEnv",
+    "AsyncEnv",
+    "Env",
+    "EnvContext",
+    "EnvFactory",
+    "EnvRegistration",
+    "EnvSpec",
+    "InfraError",
+    "InvalidAction",
+]

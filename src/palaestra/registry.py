@@ -1,0 +1,126 @@
+"""Registries that plugins fill through their hooks: environments, reward functions, sandbox backends."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from palaestra.env import EnvFactory, EnvRegistration
+from palaestra.types import EnvSpec
+
+if TYPE_CHECKING:
+    from palaestra.sandbox.api import SandboxBackend
+
+
+class RegistrationError(ValueError):
+    """A plugin tried to register something twice, or something malformed."""
+
+
+class UnknownEnvironment(KeyError):
+    def __init__(self, env_id: str, known: list[str]) -> None:
+        close = difflib.get_close_matches(env_id, known, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        shown = ", ".join(known[:50]) + (" ..." if len(known) > 50 else "")
+        super().__init__(f"unknown environment {env_id!r}.{hint} Known environments: {shown}")
+        self.env_id = env_id
+        self.known = known
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class EnvRegistry:
+    """Environment ids to their spec and factory. Filled by `palaestra_register_environments`."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, EnvRegistration] = {}
+        self._current_plugin: tuple[str, str] = ("", "")
+
+    def set_plugin(self, name: str, version: str) -> None:
+        """Called by the plugin manager before each plugin's hook, to stamp its specs."""
+        self._current_plugin = (name, version)
+
+    def add(self, spec: EnvSpec, factory: EnvFactory) -> None:
+        if spec.id in self._entries:
+            owner = self._entries[spec.id].spec.plugin
+            raise RegistrationError(
+                f"environment id {spec.id!r} is already registered by plugin {owner!r}; "
+                f"plugin {self._current_plugin[0]!r} cannot register it again"
+            )
+        plugin, version = self._current_plugin
+        if plugin and not spec.plugin:
+            spec = replace(spec, plugin=plugin, plugin_version=version)
+        self._entries[spec.id] = EnvRegistration(spec=spec, factory=factory)
+
+    def get(self, env_id: str) -> EnvRegistration:
+        try:
+            return self._entries[env_id]
+        except KeyError:
+            raise UnknownEnvironment(env_id, sorted(self._entries)) from None
+
+    def __contains__(self, env_id: object) -> bool:
+        return env_id in self._entries
+
+    def __iter__(self) -> Iterator[EnvRegistration]:
+        return iter(sorted(self._entries.values(), key=lambda r: r.spec.id))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def ids(self) -> list[str]:
+        return sorted(self._entries)
+
+
+@dataclass
+class RewardFunction:
+    name: str
+    fn: Callable[..., Any]  # sync or async; its signature is the contract between plugin and env
+    description: str = ""
+
+
+class RewardRegistry:
+    """Named reward functions (verifiers, judges, process reward models) that environments look up."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, RewardFunction] = {}
+
+    def add(self, name: str, fn: Callable[..., Any], description: str = "") -> None:
+        if name in self._entries:
+            raise RegistrationError(f"reward function {name!r} is already registered")
+        self._entries[name] = RewardFunction(name, fn, description)
+
+    def get(self, name: str) -> RewardFunction:
+        if name not in self._entries:
+            raise KeyError(f"unknown reward function {name!r}; known: {', '.join(sorted(self._entries))}")
+        return self._entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+
+SandboxBackendFactory = Callable[[dict[str, Any]], "SandboxBackend"]
+
+
+class SandboxBackendRegistry:
+    """Backend names to factories taking the `[sandbox]` config table."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, SandboxBackendFactory] = {}
+
+    def add(self, name: str, factory: SandboxBackendFactory) -> None:
+        if name in self._entries:
+            raise RegistrationError(f"sandbox backend {name!r} is already registered")
+        self._entries[name] = factory
+
+    def get(self, name: str) -> SandboxBackendFactory:
+        if name not in self._entries:
+            raise KeyError(f"unknown sandbox backend {name!r}; known: {', '.join(sorted(self._entries))}")
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)

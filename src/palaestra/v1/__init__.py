@@ -1,0 +1,1 @@
+"""Generated from protos/palaestra/v1 - do not edit."""
