@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +19,15 @@ class RegistrationError(ValueError):
 
 
 class UnknownEnvironment(KeyError):
-    def __init__(self, env_id: str, known: list[str]) -> None:
+    def __init__(
+        self, env_id: str, known: list[str], prefixes: Sequence[str] = (), reason: str = ""
+    ) -> None:
         close = difflib.get_close_matches(env_id, known, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        shown = ", ".join(known[:50]) + (" ..." if len(known) > 50 else "")
-        super().__init__(f"unknown environment {env_id!r}.{hint} Known environments: {shown}")
+        shown = ", ".join(known[:80]) + (" ..." if len(known) > 80 else "")
+        more = f" Also served on demand: ids starting with {', '.join(prefixes)}." if prefixes else ""
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"unknown environment {env_id!r}{why}.{hint} Known environments: {shown}.{more}")
         self.env_id = env_id
         self.known = known
 
@@ -31,11 +35,20 @@ class UnknownEnvironment(KeyError):
         return str(self.args[0])
 
 
+EnvResolver = Callable[[str], "tuple[EnvSpec, EnvFactory] | None"]
+
+
 class EnvRegistry:
-    """Environment ids to their spec and factory. Filled by `palaestra_register_environments`."""
+    """Environment ids to their spec and factory. Filled by `palaestra_register_environments`.
+
+    Besides fixed ids, a plugin can add a resolver for an id prefix (e.g. ``gym/``) that builds the
+    registration the first time an id under it is asked for, so "any installed Gymnasium id" works
+    without creating every environment at start-up.
+    """
 
     def __init__(self) -> None:
         self._entries: dict[str, EnvRegistration] = {}
+        self._resolvers: dict[str, tuple[EnvResolver, str, str]] = {}
         self._current_plugin: tuple[str, str] = ("", "")
 
     def set_plugin(self, name: str, version: str) -> None:
@@ -54,11 +67,28 @@ class EnvRegistry:
             spec = replace(spec, plugin=plugin, plugin_version=version)
         self._entries[spec.id] = EnvRegistration(spec=spec, factory=factory)
 
+    def add_resolver(self, prefix: str, resolver: EnvResolver) -> None:
+        """Resolve ids starting with `prefix` on demand; the resolver returns None for ids it cannot serve
+        and raises ValueError with a reason for ids it recognises but cannot build."""
+        if prefix in self._resolvers:
+            raise RegistrationError(f"id prefix {prefix!r} already has a resolver")
+        self._resolvers[prefix] = (resolver, *self._current_plugin)
+
     def get(self, env_id: str) -> EnvRegistration:
-        try:
+        if env_id in self._entries:
             return self._entries[env_id]
-        except KeyError:
-            raise UnknownEnvironment(env_id, sorted(self._entries)) from None
+        for prefix, (resolver, plugin, version) in self._resolvers.items():
+            if env_id.startswith(prefix):
+                try:
+                    found = resolver(env_id)
+                except ValueError as exc:
+                    raise UnknownEnvironment(env_id, sorted(self._entries), reason=str(exc)) from None
+                if found is not None:
+                    spec, factory = found
+                    spec = replace(spec, plugin=spec.plugin or plugin, plugin_version=spec.plugin_version or version)
+                    self._entries[env_id] = EnvRegistration(spec=spec, factory=factory)
+                    return self._entries[env_id]
+        raise UnknownEnvironment(env_id, sorted(self._entries), prefixes=sorted(self._resolvers))
 
     def __contains__(self, env_id: object) -> bool:
         return env_id in self._entries

@@ -285,3 +285,24 @@ class EpisodeSummary:
     wall_seconds: float
     env_seconds: float
     close_reason: str
+
+
+@dataclass
+class EpisodeStep:
+    """A client's view of one episode after open, reset or step."""
+
+    episode_id: str
+    agents: dict[str, AgentResult]
+    next_agent: str = ""
+    done: bool = False
+    infra_failure: InfraFailure | None = None
+    step_index: int = 0
+
+    @property
+    def result(self) -> AgentResult:
+        """The only agent's result (single-agent envs), or the next agent's."""
+        if len(self.agents) == 1:
+            return next(iter(self.agents.values()))
+        if self.next_agent in self.agents:
+            return self.agents[self.next_agent]
+        raise ValueError(f"episode {self.episode_id} has results for {sorted(self.agents)}; pick one by agent")

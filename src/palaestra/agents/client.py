@@ -1,0 +1,385 @@
+"""The client SDK: talk to a Palaestra server from asyncio (`AsyncClient`) or plain code (`Client`).
+
+```python
+from palaestra.agents.client import Client
+
+with Client("127.0.0.1:50051") as client:
+    [first] = client.open("echo/text", seed=1)
+    step = client.step(first.episode_id, "apple")
+    print(step.result.reward, step.done)
+    client.close(first.episode_id)
+```
+
+Everything travels over one bidirectional Session stream: every request carries a fresh request id and
+its reply is matched by that id, so many episodes (and many coroutines) share the stream safely.
+`step_many` sends the actions of many episodes in one message. When the client closes, the stream ends
+and the server closes whatever episodes are still open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from palaestra import types as t
+from palaestra import wire
+from palaestra.v1 import catalog_pb2, catalog_pb2_grpc, env_pb2, env_pb2_grpc
+
+ActionLike = t.Action | t.Message | str | int | np.integer[Any] | np.ndarray
+Actions = ActionLike | Mapping[str, ActionLike]
+T = TypeVar("T")
+
+
+class PalaestraError(Exception):
+    """The server refused a request: `code` is the gRPC status code, `message` says why."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _error_from_status(status: Any) -> PalaestraError:
+    return PalaestraError(_CODES.get(status.code, grpc.StatusCode.UNKNOWN), status.message)
+
+
+def as_action(value: ActionLike) -> t.Action:
+    """Accept the obvious shorthands: text, an int, a numpy array, an assistant message."""
+    if isinstance(value, t.Action):
+        return value
+    if isinstance(value, t.Message):
+        return t.Action(message=value)
+    if isinstance(value, str):
+        return t.Action(text=value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return t.Action(discrete=int(value))
+    if isinstance(value, np.ndarray):
+        return t.Action(discrete=int(value)) if value.ndim == 0 and value.dtype.kind in "iu" else t.Action(tensor=value)
+    raise TypeError(f"cannot turn {type(value).__name__} into an action")
+
+
+def _fill_actions(out: env_pb2.EpisodeActions, actions: Actions) -> None:
+    if isinstance(actions, Mapping):
+        for agent, action in actions.items():
+            wire.action_to_proto(as_action(action), out.actions.add(agent=agent).action)
+    else:
+        wire.action_to_proto(as_action(actions), out.actions.add().action)
+
+
+def channel_options(max_message_mb: int = 64) -> list[tuple[str, Any]]:
+    size = max_message_mb * 1024 * 1024
+    return [
+        ("grpc.max_send_message_length", size),
+        ("grpc.max_receive_message_length", size),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+class AsyncClient:
+    """An asyncio client. Use `async with AsyncClient(address) as client:`."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        tls_root_cert: str | Path | None = None,
+        client_id: str | None = None,
+        max_message_mb: int = 64,
+    ) -> None:
+        options = channel_options(max_message_mb)
+        if tls_root_cert is not None:
+            credentials = grpc.ssl_channel_credentials(Path(tls_root_cert).read_bytes())
+            self.channel = grpc.aio.secure_channel(address, credentials, options=options)
+        else:
+            self.channel = grpc.aio.insecure_channel(address, options=options)
+        self.metadata: list[tuple[str, str]] = []
+        if token:
+            self.metadata.append(("authorization", f"Bearer {token}"))
+        if client_id:
+            self.metadata.append(("x-palaestra-client", client_id))
+        self.catalog = catalog_pb2_grpc.EnvCatalogStub(self.channel)
+        self.unary = env_pb2_grpc.EnvServiceStub(self.channel)
+        self._ids = itertools.count(1)
+        self._pending: dict[str, asyncio.Future[env_pb2.SessionResponse]] = {}
+        self._outbox: asyncio.Queue[env_pb2.SessionRequest | None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._stream_error: BaseException | None = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------ the stream
+
+    def _ensure_stream(self) -> asyncio.Queue[env_pb2.SessionRequest | None]:
+        if self._stream_error is not None:
+            raise PalaestraError(grpc.StatusCode.UNAVAILABLE, f"the session stream broke: {self._stream_error}")
+        if self._outbox is None:
+            self._outbox = asyncio.Queue()
+            call = self.unary.Session(self._requests(self._outbox), metadata=self.metadata or None)
+            self._reader = asyncio.create_task(self._read_replies(call))
+        return self._outbox
+
+    @staticmethod
+    async def _requests(outbox: asyncio.Queue[env_pb2.SessionRequest | None]) -> AsyncIterator[env_pb2.SessionRequest]:
+        while (request := await outbox.get()) is not None:
+            yield request
+
+    async def _read_replies(self, call: Any) -> None:
+        try:
+            async for reply in call:
+                future = self._pending.pop(reply.request_id, None)
+                if future is not None and not future.done():
+                    future.set_result(reply)
+        except grpc.aio.AioRpcError as exc:
+            self._stream_error = PalaestraError(exc.code(), exc.details() or "")
+        finally:
+            error = self._stream_error or PalaestraError(grpc.StatusCode.UNAVAILABLE, "the session stream ended")
+            self._stream_error = error
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(error)
+            self._pending.clear()
+
+    async def _call(self, request: env_pb2.SessionRequest) -> env_pb2.SessionResponse:
+        outbox = self._ensure_stream()
+        request.request_id = str(next(self._ids))
+        future: asyncio.Future[env_pb2.SessionResponse] = asyncio.get_running_loop().create_future()
+        self._pending[request.request_id] = future
+        outbox.put_nowait(request)
+        reply = await future
+        if reply.WhichOneof("response") == "error":
+            raise _error_from_status(reply.error)
+        return reply
+
+    # ------------------------------------------------------------ episodes
+
+    async def open(
+        self,
+        env_id: str,
+        *,
+        seed: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        task: int | str | None = None,
+        count: int = 1,
+    ) -> list[t.EpisodeStep]:
+        """Open `count` episodes of one task; returns each one's id and initial observations."""
+        request = env_pb2.OpenRequest(env_id=env_id, count=count)
+        if seed is not None:
+            request.seed = seed
+        if options:
+            request.options.CopyFrom(wire.struct_from_dict(options))
+        if isinstance(task, int):
+            request.task.index = task
+        elif isinstance(task, str):
+            request.task.id = task
+        reply = await self._call(env_pb2.SessionRequest(open=request))
+        return [wire.episode_step_from_proto(e) for e in reply.open.episodes]
+
+    async def reset(
+        self, episode_id: str, *, seed: int | None = None, options: Mapping[str, Any] | None = None
+    ) -> t.EpisodeStep:
+        item = env_pb2.EpisodeReset(episode_id=episode_id)
+        if seed is not None:
+            item.seed = seed
+        if options:
+            item.options.CopyFrom(wire.struct_from_dict(options))
+        reply = await self._call(env_pb2.SessionRequest(reset=env_pb2.ResetRequest(episodes=[item])))
+        return _single(reply.reset.episodes)
+
+    async def step(self, episode_id: str, action: Actions) -> t.EpisodeStep:
+        """Step one episode. `action` is one action, or {agent: action} for multi-agent environments."""
+        request = env_pb2.StepRequest()
+        _fill_actions(request.episodes.add(episode_id=episode_id), action)
+        reply = await self._call(env_pb2.SessionRequest(step=request))
+        return _single(reply.step.episodes)
+
+    async def step_many(
+        self, actions: Mapping[str, Actions], *, raise_errors: bool = True
+    ) -> dict[str, t.EpisodeStep | PalaestraError]:
+        """Step many episodes in ONE message. Per-episode failures raise (or come back as errors)."""
+        request = env_pb2.StepRequest()
+        for episode_id, action in actions.items():
+            _fill_actions(request.episodes.add(episode_id=episode_id), action)
+        reply = await self._call(env_pb2.SessionRequest(step=request))
+        results: dict[str, t.EpisodeStep | PalaestraError] = {}
+        for episode in reply.step.episodes:
+            if episode.HasField("error"):
+                if raise_errors:
+                    raise _error_from_status(episode.error)
+                results[episode.episode_id] = _error_from_status(episode.error)
+            else:
+                results[episode.episode_id] = wire.episode_step_from_proto(episode)
+        return results
+
+    async def step_batch(self, actions: Mapping[str, Actions]) -> env_pb2.StepResponse:
+        """Like step_many but returns the raw reply, for hot loops that read tensors directly."""
+        request = env_pb2.StepRequest()
+        for episode_id, action in actions.items():
+            _fill_actions(request.episodes.add(episode_id=episode_id), action)
+        return (await self._call(env_pb2.SessionRequest(step=request))).step
+
+    async def close(self, episode_ids: str | Sequence[str]) -> list[t.EpisodeSummary]:
+        ids = [episode_ids] if isinstance(episode_ids, str) else list(episode_ids)
+        reply = await self._call(env_pb2.SessionRequest(close=env_pb2.CloseRequest(episode_ids=ids)))
+        return [wire.summary_from_proto(s) for s in reply.close.summaries]
+
+    async def episode(self, env_id: str, **open_args: Any) -> AsyncEpisode:
+        [first] = await self.open(env_id, **open_args)
+        return AsyncEpisode(self, first)
+
+    # ------------------------------------------------------------ catalog
+
+    async def list_envs(self, tags: Sequence[str] = ()) -> list[t.EnvSpec]:
+        reply = await self._unary_call(self.catalog.ListEnvironments, catalog_pb2.ListEnvironmentsRequest(tags=tags))
+        return [wire.spec_from_proto(s) for s in reply.environments]
+
+    async def describe(self, env_id: str) -> t.EnvSpec:
+        reply = await self._unary_call(
+            self.catalog.DescribeEnvironment, catalog_pb2.DescribeEnvironmentRequest(env_id=env_id)
+        )
+        return wire.spec_from_proto(reply)
+
+    async def server_info(self) -> catalog_pb2.ServerInfo:
+        reply: catalog_pb2.ServerInfo = await self._unary_call(self.catalog.GetServerInfo, catalog_pb2.ServerInfoRequest())
+        return reply
+
+    async def _unary_call(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, metadata=self.metadata or None)
+        except grpc.aio.AioRpcError as exc:
+            raise PalaestraError(exc.code(), exc.details() or "") from None
+
+    async def aclose(self) -> None:
+        if self._outbox is not None:
+            self._outbox.put_nowait(None)
+        if self._reader is not None:
+            try:
+                await asyncio.wait_for(self._reader, timeout=5)
+            except (TimeoutError, asyncio.CancelledError):
+                self._reader.cancel()
+        await self.channel.close()
+
+
+def _single(episodes: Sequence[Any]) -> t.EpisodeStep:
+    [episode] = episodes
+    if episode.HasField("error"):
+        raise _error_from_status(episode.error)
+    return wire.episode_step_from_proto(episode)
+
+
+class AsyncEpisode:
+    """One remote episode as an object."""
+
+    def __init__(self, client: AsyncClient, first: t.EpisodeStep) -> None:
+        self.client = client
+        self.id = first.episode_id
+        self.last = first
+
+    async def step(self, action: Actions) -> t.EpisodeStep:
+        self.last = await self.client.step(self.id, action)
+        return self.last
+
+    async def reset(self, seed: int | None = None) -> t.EpisodeStep:
+        self.last = await self.client.reset(self.id, seed=seed)
+        return self.last
+
+    async def close(self) -> t.EpisodeSummary:
+        [summary] = await self.client.close(self.id)
+        return summary
+
+
+class Client:
+    """The synchronous client: an `AsyncClient` driven on a private event loop thread."""
+
+    def __init__(self, address: str, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="palaestra-client", daemon=True)
+        self._thread.start()
+        self.aio: AsyncClient = self._run(self._make(address, kwargs))
+
+    @staticmethod
+    async def _make(address: str, kwargs: dict[str, Any]) -> AsyncClient:
+        return AsyncClient(address, **kwargs)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_client()
+
+    def open(self, env_id: str, **kwargs: Any) -> list[t.EpisodeStep]:
+        return self._run(self.aio.open(env_id, **kwargs))
+
+    def reset(self, episode_id: str, **kwargs: Any) -> t.EpisodeStep:
+        return self._run(self.aio.reset(episode_id, **kwargs))
+
+    def step(self, episode_id: str, action: Actions) -> t.EpisodeStep:
+        return self._run(self.aio.step(episode_id, action))
+
+    def step_many(self, actions: Mapping[str, Actions], **kwargs: Any) -> dict[str, t.EpisodeStep | PalaestraError]:
+        return self._run(self.aio.step_many(actions, **kwargs))
+
+    def step_batch(self, actions: Mapping[str, Actions]) -> env_pb2.StepResponse:
+        return self._run(self.aio.step_batch(actions))
+
+    def close(self, episode_ids: str | Sequence[str]) -> list[t.EpisodeSummary]:
+        return self._run(self.aio.close(episode_ids))
+
+    def episode(self, env_id: str, **kwargs: Any) -> Episode:
+        [first] = self.open(env_id, **kwargs)
+        return Episode(self, first)
+
+    def list_envs(self, tags: Sequence[str] = ()) -> list[t.EnvSpec]:
+        return self._run(self.aio.list_envs(tags))
+
+    def describe(self, env_id: str) -> t.EnvSpec:
+        return self._run(self.aio.describe(env_id))
+
+    def server_info(self) -> catalog_pb2.ServerInfo:
+        return self._run(self.aio.server_info())
+
+    def close_client(self) -> None:
+        if not self._thread.is_alive():
+            return
+        self._run(self.aio.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+class Episode:
+    """One remote episode as an object (synchronous)."""
+
+    def __init__(self, client: Client, first: t.EpisodeStep) -> None:
+        self.client = client
+        self.id = first.episode_id
+        self.last = first
+
+    def step(self, action: Actions) -> t.EpisodeStep:
+        self.last = self.client.step(self.id, action)
+        return self.last
+
+    def reset(self, seed: int | None = None) -> t.EpisodeStep:
+        self.last = self.client.reset(self.id, seed=seed)
+        return self.last
+
+    def close(self) -> t.EpisodeSummary:
+        [summary] = self.client.close(self.id)
+        return summary

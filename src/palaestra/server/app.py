@@ -1,0 +1,237 @@
+"""Assembling and running a Palaestra server: plugins, sandboxes, gRPC services, health, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from palaestra.pluginmanager import Plugins, load_plugins
+from palaestra.server.config import ServerConfig
+from palaestra.server.runtime import Runtime
+from palaestra.server.service import CatalogService, EnvService
+from palaestra.v1 import catalog_pb2, env_pb2, env_pb2_grpc
+from palaestra.v1 import catalog_pb2_grpc as catalog_grpc
+
+log = logging.getLogger("palaestra.server")
+
+SERVICE_NAMES = (
+    catalog_pb2.DESCRIPTOR.services_by_name["EnvCatalog"].full_name,
+    env_pb2.DESCRIPTOR.services_by_name["EnvService"].full_name,
+)
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls without `authorization: Bearer <token>` (health checks stay open for probes)."""
+
+    def __init__(self, token: str) -> None:
+        self.expected = f"Bearer {token}"
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(f"/{HEALTH_SERVICE}/"):
+            return handler
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        if metadata.get("authorization") == self.expected:
+            return handler
+        return _refusing_handler(handler)
+
+
+def _refusing_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        yield  # pragma: no cover - makes this an async generator
+
+    codec = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse_stream, **codec)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(refuse_stream, **codec)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(refuse, **codec)
+    return grpc.unary_unary_rpc_method_handler(refuse, **codec)
+
+
+def grpc_options(config: ServerConfig) -> list[tuple[str, Any]]:
+    size = config.max_message_mb * 1024 * 1024
+    keepalive_ms = int(config.keepalive_time_s * 1000)
+    return [
+        ("grpc.max_send_message_length", size),
+        ("grpc.max_receive_message_length", size),
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", min(keepalive_ms, 10_000)),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_concurrent_streams", 1024),
+    ]
+
+
+class PalaestraServer:
+    """One running server. `await start()`, then `await wait()` or `await stop()`."""
+
+    def __init__(self, config: ServerConfig, plugins: Plugins | None = None) -> None:
+        self.config = config
+        self.plugins = plugins or load_plugins(
+            config.plugin_modules, config.disabled_plugins, config.plugin_config
+        )
+        self.sandboxes = _make_sandbox_manager(self.plugins, config)
+        self.runtime = Runtime(config, self.plugins, self.sandboxes)
+        self.health = HealthServicer()
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    async def start(self) -> None:
+        interceptors = [BearerTokenInterceptor(self.config.auth_token)] if self.config.auth_token else []
+        server = grpc.aio.server(options=grpc_options(self.config), interceptors=interceptors)
+        catalog_grpc.add_EnvCatalogServicer_to_server(CatalogService(self.runtime), server)
+        env_pb2_grpc.add_EnvServiceServicer_to_server(EnvService(self.runtime), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection((*SERVICE_NAMES, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+        self.port = self._bind(server)
+        if self.sandboxes is not None:
+            await self.sandboxes.start()
+        await server.start()
+        self._server = server
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.config.metrics_port:
+            self.runtime.metrics.serve(self.config.metrics_host, self.config.metrics_port)
+        self._reaper = asyncio.create_task(self._reap_forever())
+        log.info("serving %d environments on %s", len(self.plugins.envs), self.address)
+        self.plugins.hook.palaestra_server_started(address=self.address, environments=self.plugins.envs.ids())
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        address = self.config.address
+        if self.config.tls_cert:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(self.config.tls_key).read_bytes(), Path(self.config.tls_cert).read_bytes())]
+            )
+            return server.add_secure_port(address, credentials)
+        return server.add_insecure_port(address)
+
+    async def _reap_forever(self) -> None:
+        period = max(0.05, min(30.0, self.config.idle_timeout_s / 4))
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.runtime.reap_idle()
+            except Exception:
+                log.exception("idle reaper failed")
+
+    async def wait(self) -> None:
+        assert self._server is not None
+        await self._server.wait_for_termination()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: report NOT_SERVING, refuse new episodes, let calls finish, then close every episode."""
+        if self._server is None:
+            return
+        self.plugins.hook.palaestra_server_stopping()
+        self.runtime.draining = True
+        await self.health.enter_graceful_shutdown()
+        if self._reaper is not None:
+            self._reaper.cancel()
+        await self._server.stop(self.config.grace_s if grace is None else grace)
+        await self.runtime.close_all("shutdown")
+        if self.sandboxes is not None:
+            await self.sandboxes.shutdown()
+        self.runtime.table.executor.shutdown(wait=False, cancel_futures=True)
+        self._server = None
+
+
+def _make_sandbox_manager(plugins: Plugins, config: ServerConfig) -> Any:
+    """The sandbox manager for this server, or None where the sandbox layer is not installed."""
+    try:
+        from palaestra.sandbox.manager import SandboxManager
+    except ImportError:
+        log.warning("palaestra.sandbox.manager is unavailable: environments get no sandboxes")
+        return None
+    return SandboxManager.from_registry(plugins.sandbox_backends, config.sandbox)
+
+
+class ServerThread:
+    """A server on its own event loop in a background thread: for tests, benchmarks and `palaestra run`."""
+
+    def __init__(self, config: ServerConfig, plugins: Plugins | None = None) -> None:
+        self.config = config
+        self._plugins = plugins
+        self._ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="palaestra-server", daemon=True)
+        self.server: PalaestraServer | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        self._ready.wait(60)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    @property
+    def address(self) -> str:
+        assert self.server is not None
+        return self.server.address
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self.server = PalaestraServer(self.config, self._plugins)
+            self._loop.run_until_complete(self.server.start())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+
+    def stop(self, grace: float = 1.0) -> None:
+        if self.server is None or not self._thread.is_alive():
+            return
+        future = asyncio.run_coroutine_threadsafe(self.server.stop(grace), self._loop)
+        with contextlib.suppress(Exception):
+            future.result(timeout=60)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run until cancelled (Ctrl-C / SIGTERM), then shut down gracefully."""
+    server = PalaestraServer(config)
+    await server.start()
+    try:
+        await server.wait()
+    finally:
+        await server.stop()

@@ -1,0 +1,301 @@
+"""Episodes: one environment instance each, and the table that bounds and reaps them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from palaestra import types as t
+from palaestra.env import AnyEnv, AsyncEnv, EnvRegistration, InfraError, InvalidAction
+from palaestra.server.errors import exhausted, invalid, not_found, precondition
+from palaestra.server.validation import check_action
+
+log = logging.getLogger("palaestra.episodes")
+
+# Trajectory entries kept per episode for the episode-finished hook; long games keep only the last ones.
+MAX_TRAJECTORY = 10_000
+
+
+@dataclass
+class ComponentTally:
+    kind: t.RewardKind
+    total: float = 0.0
+    count: int = 0
+    not_ok: int = 0
+
+
+@dataclass
+class Episode:
+    id: str
+    registration: EnvRegistration
+    env: AnyEnv
+    owner: str  # the stream or unary client that may use this episode
+    executor: ThreadPoolExecutor
+    opened_at: float = field(default_factory=time.monotonic)
+    last_active: float = field(default_factory=time.monotonic)
+    steps: int = 0
+    next_agent: str = ""
+    finished: bool = False
+    terminated: bool = False
+    truncated: bool = False
+    infra_failure: t.InfraFailure | None = None
+    env_seconds: float = 0.0
+    returns: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    tallies: dict[str, dict[str, ComponentTally]] = field(default_factory=lambda: defaultdict(dict))
+    trajectory: list[dict[str, Any]] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    env_closed: bool = False
+
+    @property
+    def spec(self) -> t.EnvSpec:
+        return self.registration.spec
+
+    # ------------------------------------------------------------ calling the environment
+
+    async def _call(self, method: str, *args: Any) -> t.StepResult:
+        """Run env.reset/env.step; an escaping exception becomes an infrastructure failure."""
+        fn: Callable[..., Any] = getattr(self.env, method)
+        started = time.perf_counter()
+        try:
+            if isinstance(self.env, AsyncEnv):
+                result = await fn(*args)
+            elif self.env.runs_inline:
+                result = fn(*args)
+            else:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self.executor, fn, *args)
+        except InvalidAction as exc:
+            raise invalid(f"{self.spec.id}: {exc}") from None
+        except InfraError as exc:
+            log.error("episode %s (%s): infrastructure failure in %s: %s", self.id, self.spec.id, method, exc)
+            result = t.StepResult(agents={}, infra_failure=t.InfraFailure(exc.source, exc.message))
+        except Exception as exc:
+            log.exception("episode %s (%s): environment raised in %s", self.id, self.spec.id, method)
+            failure = t.InfraFailure("environment", f"{type(exc).__name__} in {method}: {exc}")
+            result = t.StepResult(agents={}, infra_failure=failure)
+        finally:
+            self.env_seconds += time.perf_counter() - started
+        if not isinstance(result, t.StepResult):
+            failure = t.InfraFailure("environment", f"{method} returned {type(result).__name__}, not StepResult")
+            result = t.StepResult(agents={}, infra_failure=failure)
+        return result
+
+    async def reset(self, seed: int | None, options: Mapping[str, Any]) -> t.StepResult:
+        async with self.lock:
+            self.last_active = time.monotonic()
+            if self.infra_failure is not None:
+                raise precondition(f"episode {self.id} ended with an infrastructure failure; open a new one")
+            result = await self._call("reset", seed, dict(options))
+            self.steps, self.finished, self.terminated, self.truncated = 0, False, False, False
+            self.returns.clear()
+            self.tallies.clear()
+            self._record(result, actions=None)
+            return result
+
+    async def step(self, actions: Mapping[str, t.Action]) -> t.StepResult:
+        async with self.lock:
+            self.last_active = time.monotonic()
+            if self.finished:
+                state = "with an infrastructure failure" if self.infra_failure else "(terminated or truncated)"
+                raise precondition(f"episode {self.id} has ended {state}; reset it or open a new one")
+            resolved = self._resolve_actions(actions)
+            result = await self._call("step", resolved)
+            self.steps += 1
+            self._enforce_step_limit(result)
+            self._record(result, actions=resolved)
+            return result
+
+    def _resolve_actions(self, actions: Mapping[str, t.Action]) -> dict[str, t.Action]:
+        """Name the acting agent where the client left it empty, and check every action against the space."""
+        spec = self.spec
+        resolved: dict[str, t.Action] = {}
+        for agent, action in actions.items():
+            if not agent:
+                if spec.kind is t.EnvKind.SIMULTANEOUS:
+                    raise invalid(f"{spec.id} is simultaneous: name the agent of each action ({', '.join(spec.agents)})")
+                agent = self.next_agent or spec.agents[0]
+            if agent not in spec.agents:
+                raise invalid(f"{spec.id} has no agent {agent!r}; its agents are {', '.join(spec.agents)}")
+            if spec.kind is t.EnvKind.TURN_BASED and self.next_agent and agent != self.next_agent:
+                raise invalid(f"it is {self.next_agent}'s turn in episode {self.id}, not {agent}'s")
+            check_action(spec.action_space, action)
+            resolved[agent] = action
+        if not resolved:
+            raise invalid(f"the step carries no action; expected one for {self.next_agent or spec.agents[0]}")
+        return resolved
+
+    def _enforce_step_limit(self, result: t.StepResult) -> None:
+        """A declared step limit is reported as truncation, even if the environment forgot it."""
+        limit = self.spec.max_episode_steps
+        if limit and self.steps >= limit and not result.done:
+            for agent_result in result.agents.values():
+                if not agent_result.terminated:
+                    agent_result.truncated = True
+            if not result.agents:
+                result.agents[self.spec.agents[0]] = t.AgentResult(truncated=True)
+
+    def _record(self, result: t.StepResult, actions: Mapping[str, t.Action] | None) -> None:
+        self.next_agent = result.next_agent
+        if result.infra_failure is not None:
+            self.infra_failure = result.infra_failure
+        for agent, agent_result in result.agents.items():
+            self.returns[agent] += agent_result.scalar_reward
+            self.terminated |= agent_result.terminated
+            self.truncated |= agent_result.truncated
+            for c in agent_result.components:
+                tally = self.tallies[agent].setdefault(c.name, ComponentTally(c.kind))
+                tally.count += 1
+                if c.status is t.ComponentStatus.OK:
+                    tally.total += c.value * c.weight
+                else:
+                    tally.not_ok += 1
+        self.finished = result.done if result.agents or result.infra_failure else self.finished
+        if len(self.trajectory) < MAX_TRAJECTORY:
+            self.trajectory.append(_trajectory_entry(self.steps, actions, result))
+
+    # ------------------------------------------------------------ closing
+
+    async def close_env(self) -> None:
+        if self.env_closed:
+            return
+        self.env_closed = True
+        try:
+            if isinstance(self.env, AsyncEnv):
+                await self.env.close()
+            else:
+                await asyncio.get_running_loop().run_in_executor(self.executor, self.env.close)
+        except Exception:
+            log.exception("episode %s (%s): close failed", self.id, self.spec.id)
+
+    def summary(self, reason: str) -> t.EpisodeSummary:
+        agents = sorted(set(self.returns) | set(self.tallies))
+        return t.EpisodeSummary(
+            episode_id=self.id,
+            env_id=self.spec.id,
+            steps=self.steps,
+            agents=[
+                t.AgentSummary(
+                    agent=agent,
+                    episode_return=self.returns.get(agent, 0.0),
+                    components=[
+                        t.ComponentTotal(name, tally.kind, tally.total, tally.count, tally.not_ok)
+                        for name, tally in sorted(self.tallies.get(agent, {}).items())
+                    ],
+                )
+                for agent in agents
+            ],
+            infra_failure=self.infra_failure,
+            terminated=self.terminated,
+            truncated=self.truncated,
+            wall_seconds=time.monotonic() - self.opened_at,
+            env_seconds=self.env_seconds,
+            close_reason=reason,
+        )
+
+
+def _trajectory_entry(
+    step: int, actions: Mapping[str, t.Action] | None, result: t.StepResult
+) -> dict[str, Any]:
+    return {
+        "step": step,
+        "actions": {agent: _action_summary(a) for agent, a in (actions or {}).items()},
+        "rewards": {agent: r.scalar_reward for agent, r in result.agents.items()},
+        "components": {
+            agent: [{"name": c.name, "kind": c.kind.name.lower(), "value": c.value, "status": c.status.name.lower()}
+                    for c in r.components]
+            for agent, r in result.agents.items()
+        },
+        "done": result.done,
+        "infra_failure": result.infra_failure.message if result.infra_failure else None,
+    }
+
+
+def _action_summary(action: t.Action) -> Any:
+    if action.discrete is not None:
+        return action.discrete
+    if action.tensor is not None:
+        return action.tensor.tolist()
+    if action.message is not None:
+        return {"content": action.message.content, "tool_calls": [c.name for c in action.message.tool_calls]}
+    return action.text
+
+
+class EpisodeTable:
+    """All open episodes, bounded in total and per client."""
+
+    def __init__(self, max_episodes: int, max_per_client: int, env_threads: int) -> None:
+        self.max_episodes = max_episodes
+        self.max_per_client = max_per_client
+        self._episodes: dict[str, Episode] = {}
+        self._per_owner: dict[str, int] = defaultdict(int)
+        self._reserved = 0
+        self.executor = ThreadPoolExecutor(max_workers=env_threads, thread_name_prefix="palaestra-env")
+
+    def __len__(self) -> int:
+        return len(self._episodes)
+
+    def reserve(self, owner: str, count: int) -> None:
+        """Claim capacity for `count` episodes before building them, so concurrent opens cannot overshoot."""
+        if len(self._episodes) + self._reserved + count > self.max_episodes:
+            raise exhausted(
+                f"the server holds {len(self._episodes)} of at most {self.max_episodes} episodes; "
+                f"close some before opening {count} more"
+            )
+        if self._per_owner[owner] + count > self.max_per_client:
+            raise exhausted(
+                f"this client holds {self._per_owner[owner]} of at most {self.max_per_client} episodes; "
+                f"close some before opening {count} more"
+            )
+        self._reserved += count
+        self._per_owner[owner] += count
+
+    def release_reservation(self, owner: str, count: int) -> None:
+        self._reserved -= count
+        self._per_owner[owner] -= count
+
+    def add(self, registration: EnvRegistration, env: AnyEnv, owner: str, episode_id: str) -> Episode:
+        """Turn one reserved slot into an episode."""
+        self._reserved -= 1
+        episode = Episode(episode_id, registration, env, owner, self.executor)
+        self._episodes[episode.id] = episode
+        return episode
+
+    def get(self, episode_id: str, owner: str) -> Episode:
+        episode = self._episodes.get(episode_id)
+        if episode is None or episode.owner != owner:
+            raise not_found(f"no open episode {episode_id!r} for this client (closed, reaped or never opened)")
+        return episode
+
+    def pop(self, episode_id: str) -> Episode | None:
+        episode = self._episodes.pop(episode_id, None)
+        if episode is not None:
+            self._per_owner[episode.owner] -= 1
+            if self._per_owner[episode.owner] <= 0:
+                del self._per_owner[episode.owner]
+        return episode
+
+    def owned_by(self, owner: str) -> list[str]:
+        return [e.id for e in self._episodes.values() if e.owner == owner]
+
+    def idle(self, owner_prefix: str, idle_seconds: float) -> list[str]:
+        cutoff = time.monotonic() - idle_seconds
+        return [
+            e.id
+            for e in self._episodes.values()
+            if e.owner.startswith(owner_prefix) and e.last_active < cutoff and not e.lock.locked()
+        ]
+
+    def all_ids(self) -> list[str]:
+        return list(self._episodes)
+
+
+def new_episode_id() -> str:
+    return uuid.uuid4().hex
+

@@ -1,0 +1,237 @@
+"""The server's core: opening, resetting, stepping and closing episodes, whatever the transport.
+
+Both the Session stream and the unary mirror call these methods; they take and return protobuf
+messages and raise `ServiceError` for whole-request failures. Failures of one episode inside a batch
+are reported in that episode's `EpisodeResult.error` so the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import grpc
+
+from palaestra import types as t
+from palaestra import wire
+from palaestra.env import EnvContext, InvalidAction
+from palaestra.pluginmanager import Plugins
+from palaestra.registry import UnknownEnvironment
+from palaestra.server.config import ServerConfig
+from palaestra.server.episodes import Episode, EpisodeTable, new_episode_id
+from palaestra.server.errors import ServiceError, invalid, not_found, unavailable
+from palaestra.server.metrics import Metrics
+from palaestra.v1 import env_pb2, types_pb2
+
+log = logging.getLogger("palaestra.server")
+
+MAX_GROUP = 1024  # the most episodes one open request may ask for
+
+
+class Runtime:
+    def __init__(self, config: ServerConfig, plugins: Plugins, sandboxes: Any = None) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.sandboxes = sandboxes
+        self.metrics = Metrics()
+        self.table = EpisodeTable(config.max_episodes, config.max_episodes_per_client, config.env_threads)
+        self.draining = False
+
+    # ------------------------------------------------------------ open
+
+    async def open(self, request: env_pb2.OpenRequest, owner: str) -> env_pb2.OpenResponse:
+        if self.draining:
+            raise unavailable("the server is shutting down and opens no new episodes")
+        try:
+            registration = self.plugins.envs.get(request.env_id)
+        except UnknownEnvironment as exc:
+            raise not_found(str(exc)) from None
+        count = request.count or 1
+        if not 1 <= count <= MAX_GROUP:
+            raise invalid(f"count must be between 1 and {MAX_GROUP}, got {count}")
+        options = wire.dict_from_struct(request.options)
+        seed = request.seed if request.HasField("seed") else None
+        task = _task_selector(request.task)
+        self.table.reserve(owner, count)
+        opened: list[Episode] = []
+        response = env_pb2.OpenResponse()
+        try:
+            for _ in range(count):
+                episode_id = new_episode_id()
+                context = EnvContext(
+                    env_id=registration.spec.id,
+                    episode_id=episode_id,
+                    config=self.config.plugin_config.get(registration.spec.plugin, {}),
+                    options=options,
+                    task=task,
+                    sandboxes=self.sandboxes,
+                    rewards=self.plugins.rewards,
+                    logger=logging.getLogger(f"palaestra.env.{registration.spec.id}"),
+                )
+                env = _build_env(registration.factory, context)
+                opened.append(self.table.add(registration, env, owner, episode_id))
+            results = await asyncio.gather(*(episode.reset(seed, options) for episode in opened))
+        except BaseException:
+            self.table.release_reservation(owner, count - len(opened))
+            for episode in opened:
+                await self._discard(episode)
+            raise
+        for episode, result in zip(opened, results, strict=True):
+            self.metrics.episodes_opened.labels(episode.spec.id).inc()
+            await self._fill(response.episodes.add(), episode, result)
+        self.metrics.episodes_open.set(len(self.table))
+        return response
+
+    async def _discard(self, episode: Episode) -> None:
+        self.table.pop(episode.id)
+        await episode.close_env()
+
+    # ------------------------------------------------------------ reset and step
+
+    async def reset(self, request: env_pb2.ResetRequest, owner: str) -> env_pb2.ResetResponse:
+        response = env_pb2.ResetResponse()
+        calls = []
+        for item in request.episodes:
+            out = response.episodes.add(episode_id=item.episode_id)
+            seed = item.seed if item.HasField("seed") else None
+            calls.append((out, item.episode_id, lambda e, s=seed, o=wire.dict_from_struct(item.options): e.reset(s, o)))
+        await self._run_batch(calls, owner)
+        return response
+
+    async def step(self, request: env_pb2.StepRequest, owner: str) -> env_pb2.StepResponse:
+        response = env_pb2.StepResponse()
+        calls = []
+        for item in request.episodes:
+            out = response.episodes.add(episode_id=item.episode_id)
+            try:
+                actions = {a.agent: wire.action_from_proto(a.action) for a in item.actions}
+            except ValueError as exc:  # e.g. a tensor whose bytes do not match its shape
+                out.error.CopyFrom(invalid(f"malformed action: {exc}").to_status())
+                continue
+            calls.append((out, item.episode_id, lambda e, a=actions: e.step(a)))
+        await self._run_batch(calls, owner)
+        return response
+
+    async def _run_batch(self, calls: list[Any], owner: str) -> None:
+        """Run one call per episode. Inline environments run one after another (no task overhead);
+        the others run concurrently so one slow episode does not hold up the batch."""
+        concurrent: list[tuple[types_pb2.EpisodeResult, Episode, Coroutine[Any, Any, t.StepResult]]] = []
+        for out, episode_id, call in calls:
+            try:
+                episode = self.table.get(episode_id, owner)
+            except ServiceError as exc:
+                out.error.CopyFrom(exc.to_status())
+                continue
+            if episode.env.runs_inline or len(calls) == 1:
+                await self._run_one(out, episode, call(episode))
+            else:
+                concurrent.append((out, episode, call(episode)))
+        if concurrent:
+            await asyncio.gather(*(self._run_one(out, episode, coro) for out, episode, coro in concurrent))
+
+    async def _run_one(
+        self, out: types_pb2.EpisodeResult, episode: Episode, call: Coroutine[Any, Any, t.StepResult]
+    ) -> None:
+        before = episode.env_seconds
+        try:
+            result = await call
+        except ServiceError as exc:
+            self.metrics.errors.labels(exc.code.name).inc()
+            out.error.CopyFrom(exc.to_status())
+            return
+        self.metrics.steps.labels(episode.spec.id).inc()
+        self.metrics.step_latency.labels(episode.spec.id).observe(episode.env_seconds - before)
+        await self._fill(out, episode, result)
+
+    async def _fill(self, out: types_pb2.EpisodeResult, episode: Episode, result: t.StepResult) -> None:
+        out.episode_id = episode.id
+        for agent, agent_result in result.agents.items():
+            wire.agent_result_to_proto(agent, agent_result, out.agents.add())
+        out.next_agent = result.next_agent
+        out.done = episode.finished
+        out.step_index = episode.steps
+        if result.infra_failure is not None:
+            out.infra_failure.source = result.infra_failure.source
+            out.infra_failure.message = result.infra_failure.message
+            self.metrics.infra_failures.labels(episode.spec.id, result.infra_failure.source).inc()
+            await episode.close_env()  # free sandboxes now; the summary stays until the client closes
+
+    # ------------------------------------------------------------ close
+
+    async def close(self, request: env_pb2.CloseRequest, owner: str, reason: str = "client") -> env_pb2.CloseResponse:
+        response = env_pb2.CloseResponse()
+        missing = []
+        for episode_id in request.episode_ids:
+            try:
+                self.table.get(episode_id, owner)
+            except ServiceError:
+                missing.append(episode_id)
+                continue
+            summary = await self.close_episode(episode_id, reason)
+            if summary is not None:
+                wire.summary_to_proto(summary, response.summaries.add())
+        if missing and not response.summaries:
+            raise not_found(f"no open episodes {missing} for this client")
+        return response
+
+    async def close_episode(self, episode_id: str, reason: str) -> t.EpisodeSummary | None:
+        episode = self.table.pop(episode_id)
+        if episode is None:
+            return None
+        async with episode.lock:
+            await episode.close_env()
+        summary = episode.summary(reason)
+        self.metrics.episodes_open.set(len(self.table))
+        self._episode_finished(summary, episode.trajectory)
+        return summary
+
+    async def close_owned(self, owner: str, reason: str) -> None:
+        for episode_id in self.table.owned_by(owner):
+            await self.close_episode(episode_id, reason)
+
+    async def close_all(self, reason: str) -> None:
+        for episode_id in self.table.all_ids():
+            await self.close_episode(episode_id, reason)
+
+    def _episode_finished(self, summary: t.EpisodeSummary, trajectory: list[dict[str, Any]]) -> None:
+        try:
+            self.plugins.hook.palaestra_episode_finished(summary=summary, trajectory=trajectory)
+        except Exception:
+            log.exception("a palaestra_episode_finished hook failed for episode %s", summary.episode_id)
+
+    # ------------------------------------------------------------ reaping
+
+    async def reap_idle(self) -> int:
+        """Close unary-opened episodes idle for longer than the configured timeout."""
+        idle = self.table.idle("unary:", self.config.idle_timeout_s)
+        for episode_id in idle:
+            log.info("closing idle episode %s", episode_id)
+            await self.close_episode(episode_id, "idle")
+        return len(idle)
+
+
+def _task_selector(selector: env_pb2.TaskSelector) -> int | str | None:
+    which = selector.WhichOneof("selector")
+    if which == "index":
+        return selector.index
+    if which == "id":
+        return selector.id
+    return None
+
+
+def _build_env(factory: Any, context: EnvContext) -> Any:
+    """Call the plugin's factory; bad options are the client's fault, anything else the plugin's."""
+    try:
+        env = factory(context)
+    except (InvalidAction, ValueError, KeyError) as exc:
+        raise invalid(f"cannot open {context.env_id}: {exc}") from None
+    except Exception as exc:
+        log.exception("factory of %s failed", context.env_id)
+        raise ServiceError(grpc.StatusCode.INTERNAL, f"{context.env_id} failed to start: {exc}") from None
+    if inspect.iscoroutine(env):
+        env.close()
+        raise ServiceError(grpc.StatusCode.INTERNAL, f"the factory of {context.env_id} must not be a coroutine")
+    return env
