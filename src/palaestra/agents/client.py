@@ -201,6 +201,12 @@ class AsyncClient:
         reply = await self._call(env_pb2.SessionRequest(reset=env_pb2.ResetRequest(episodes=[item])))
         return _single(reply.reset.episodes)
 
+    async def reset_many(self, episode_ids: Sequence[str]) -> list[t.EpisodeStep]:
+        """Reset many episodes (each continuing its own random stream) in one message."""
+        request = env_pb2.ResetRequest(episodes=[env_pb2.EpisodeReset(episode_id=i) for i in episode_ids])
+        reply = await self._call(env_pb2.SessionRequest(reset=request))
+        return [_single([e]) for e in reply.reset.episodes]
+
     async def step(self, episode_id: str, action: Actions) -> t.EpisodeStep:
         """Step one episode. `action` is one action, or {agent: action} for multi-agent environments."""
         request = env_pb2.StepRequest()
@@ -330,6 +336,9 @@ class Client:
 
     def reset(self, episode_id: str, **kwargs: Any) -> t.EpisodeStep:
         return self._run(self.aio.reset(episode_id, **kwargs))
+
+    def reset_many(self, episode_ids: Sequence[str]) -> list[t.EpisodeStep]:
+        return self._run(self.aio.reset_many(episode_ids))
 
     def step(self, episode_id: str, action: Actions) -> t.EpisodeStep:
         return self._run(self.aio.step(episode_id, action))

@@ -8,7 +8,7 @@ so it measures the transport, not the environment.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from palaestra import (
@@ -27,6 +27,7 @@ from palaestra import (
     hookimpl,
 )
 from palaestra.registry import EnvRegistry
+from palaestra.types import DEFAULT_AGENT, EpisodeStep
 
 WORDS = ("apple", "river", "lantern", "orbit", "meadow", "copper", "violet", "harbor", "puzzle", "thunder")
 DEFAULT_TURNS = 4
@@ -78,12 +79,16 @@ def make_echo(context: EnvContext) -> EchoEnv:
     return EchoEnv(turns)
 
 
-def scripted_policy(observation: Observation) -> Action:
+def say_the_word(observation: Observation) -> Action:
     """Says the word the environment asked for: the reference agent of `palaestra run echo/text`."""
     for message in observation.messages:
         if "say the word '" in message.content:
             return Action(text=message.content.split("'")[1])
     return Action(text="I do not know.")
+
+
+def make_scripted_policy(env_id: str, seed: int | None = None) -> Callable[[EpisodeStep], dict[str, Action]]:
+    return lambda step: {DEFAULT_AGENT: say_the_word(step.result.observation)}
 
 
 @hookimpl

@@ -1,0 +1,271 @@
+"""The `palaestra` command: serve environments, list them, and run episodes against them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+import palaestra
+from palaestra import types as t
+from palaestra.agents.client import Client, PalaestraError
+from palaestra.agents.policies import make_policy
+from palaestra.server.config import ConfigError, ServerConfig, load_config
+
+console = Console()
+
+# Subcommands contributed by optional parts: (module, function adding the subparser).
+OPTIONAL_COMMANDS = (
+    ("palaestra.agents.train_cli", "add_train_subcommands"),
+    ("palaestra.plugins.games.cli", "add_games_subcommands"),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(name)s %(message)s")
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        result: int = args.handler(args)
+        return result
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        return 2
+    except PalaestraError as exc:
+        console.print(f"[red]server refused:[/red] {exc}")
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="palaestra", description=palaestra.__doc__)
+    parser.add_argument("--version", action="version", version=f"palaestra {palaestra.__version__}")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(title="commands")
+
+    serve = commands.add_parser("serve", help="run the environment server")
+    _server_flags(serve)
+    serve.set_defaults(handler=cmd_serve)
+
+    envs = commands.add_parser("envs", help="list environments")
+    _target_flags(envs)
+    envs.add_argument("--tag", action="append", default=[], help="only environments with this tag")
+    envs.set_defaults(handler=cmd_envs)
+
+    plugins = commands.add_parser("plugins", help="list loaded plugins")
+    _target_flags(plugins)
+    plugins.set_defaults(handler=cmd_plugins)
+
+    run = commands.add_parser("run", help="run episodes with a scripted or random agent and show the results")
+    run.add_argument("env_id")
+    run.add_argument("--episodes", type=int, default=4)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--policy", choices=["auto", "scripted", "random"], default="auto")
+    run.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an open option")
+    run.add_argument("--transcript", type=int, default=1, help="print the messages of this many episodes")
+    _target_flags(run)
+    run.set_defaults(handler=cmd_run)
+
+    sandbox = commands.add_parser("sandbox", help="sandbox images")
+    sandbox_commands = sandbox.add_subparsers(title="sandbox commands")
+    build = sandbox_commands.add_parser("build", help="build the sandbox profile images")
+    build.add_argument("--profile", action="append", default=None, help="only this profile (repeatable)")
+    build.add_argument("--offline", action="store_true", help="debootstrap + docker import (no registry)")
+    build.set_defaults(handler=cmd_sandbox_build)
+
+    for module_name, function in OPTIONAL_COMMANDS:
+        with contextlib.suppress(ImportError):
+            getattr(importlib.import_module(module_name), function)(commands)
+    return parser
+
+
+def _server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML configuration file")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--max-episodes", type=int)
+    parser.add_argument("--auth-token")
+    parser.add_argument("--metrics-port", type=int)
+    parser.add_argument("--plugin", action="append", default=[], help="extra plugin module (repeatable)")
+    parser.add_argument("--disable-plugin", action="append", default=[], help="plugin to skip (repeatable)")
+
+
+def _target_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", help="a running server (default: start an embedded one)")
+    parser.add_argument("--token", help="bearer token for the server")
+    _server_flags(parser)
+
+
+def _config_from(args: argparse.Namespace) -> ServerConfig:
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "max_episodes": args.max_episodes,
+        "auth_token": args.auth_token,
+        "metrics_port": args.metrics_port,
+    }
+    config = load_config(args.config, overrides)
+    config.plugin_modules.extend(args.plugin)
+    config.disabled_plugins.extend(args.disable_plugin)
+    return config
+
+
+@contextlib.contextmanager
+def connect(args: argparse.Namespace) -> Iterator[Client]:
+    """A client for --address, or for an embedded server started for this command."""
+    if args.address:
+        with Client(args.address, token=args.token) as client:
+            yield client
+        return
+    from palaestra.server.app import ServerThread
+
+    config = _config_from(args)
+    config.port = 0
+    config.host = "127.0.0.1"
+    with ServerThread(config) as server, Client(server.address, token=config.auth_token or None) as client:
+        yield client
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from palaestra.server.app import serve
+
+    config = _config_from(args)
+    console.print(f"palaestra {palaestra.__version__} serving on {config.address}")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(config))
+    return 0
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        specs = client.list_envs(args.tag)
+    table = Table("id", "kind", "agents", "rewards", "plugin", "description")
+    for spec in specs:
+        rewards = ", ".join(f"{c.name} ({c.kind.name.lower()})" for c in spec.reward_components)
+        table.add_row(spec.id, spec.kind.name.lower(), ",".join(spec.agents), rewards, spec.plugin, spec.description)
+    console.print(table)
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        info = client.server_info()
+    table = Table("plugin", "version", "environments")
+    for plugin in info.plugins:
+        table.add_row(plugin.name, plugin.version, str(len(plugin.environments)))
+    console.print(f"protocol {info.protocol_version}, server {info.server_version}")
+    console.print(table)
+    return 0
+
+
+def cmd_sandbox_build(args: argparse.Namespace) -> int:
+    from palaestra.sandbox import images
+
+    images.main(["build", *(["--offline"] if args.offline else []), *sum((["--profile", p] for p in args.profile or []), [])])
+    return 0
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    import json
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    options = _parse_options(args.option)
+    with connect(args) as client:
+        spec = client.describe(args.env_id)
+        summaries: list[t.EpisodeSummary] = []
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"{args.env_id}", total=args.episodes)
+            for index in range(args.episodes):
+                show = index < args.transcript
+                summaries.append(run_episode(client, spec, args.seed + index, options, args.policy, show))
+                progress.advance(task)
+    console.print(results_table(args.env_id, summaries))
+    return 0 if all(s.infra_failure is None for s in summaries) else 1
+
+
+def run_episode(
+    client: Client, spec: t.EnvSpec, seed: int, options: dict[str, Any], policy_kind: str, show: bool
+) -> t.EpisodeSummary:
+    policy_name, policy = make_policy(spec, seed, policy_kind)
+    [step] = client.open(spec.id, seed=seed, options=options)
+    if show:
+        console.rule(f"{spec.id} seed {seed} - {policy_name} agent")
+        show_step(step)
+    cap = spec.max_episode_steps or 10_000
+    while not step.done and step.step_index < cap:
+        actions = policy(step)
+        if show:
+            for agent, action in actions.items():
+                console.print(f"[bold cyan]{agent} >[/bold cyan] {describe_action(action)}")
+        step = client.step(step.episode_id, actions)
+        if show:
+            show_step(step)
+    [summary] = client.close(step.episode_id)
+    return summary
+
+
+def describe_action(action: t.Action) -> str:
+    if action.message is not None:
+        calls = "".join(f"\n  -> {c.name}({c.arguments})" for c in action.message.tool_calls)
+        return action.message.content + calls
+    if action.tensor is not None:
+        return str(action.tensor.tolist())
+    return str(action.text if action.text is not None else action.discrete)
+
+
+def show_step(step: t.EpisodeStep) -> None:
+    for agent, result in step.agents.items():
+        for message in result.observation.messages:
+            console.print(f"[dim]{message.role}[/dim] {message.content}")
+        if result.components:
+            parts = ", ".join(
+                f"{c.name}={c.value:g}" + ("" if c.status is t.ComponentStatus.OK else f" [{c.status.name.lower()}]")
+                for c in result.components
+            )
+            console.print(f"[green]{agent} reward {result.scalar_reward:+.3f}[/green] ({parts})")
+        for item in result.checklist:
+            mark = "[green]x[/green]" if item.passed else " "
+            console.print(f"  [{mark}] {item.item_id} (w={item.weight:g}) {item.reason}")
+    if step.infra_failure is not None:
+        console.print(f"[red]infrastructure failure ({step.infra_failure.source}): {step.infra_failure.message}[/red]")
+
+
+def results_table(env_id: str, summaries: list[t.EpisodeSummary]) -> Table:
+    table = Table("episode", "agent", "return", "steps", "end", "components", "seconds", title=f"{env_id} results")
+    for number, summary in enumerate(summaries):
+        end = "infra failure" if summary.infra_failure else ("terminated" if summary.terminated else "truncated")
+        for agent in summary.agents or [t.AgentSummary("-", 0.0, [])]:
+            components = ", ".join(f"{c.name}={c.total:g}" for c in agent.components)
+            table.add_row(
+                str(number), agent.agent, f"{agent.episode_return:.3f}", str(summary.steps), end, components,
+                f"{summary.wall_seconds:.2f}",
+            )
+    return table
+
+
+if __name__ == "__main__":
+    sys.exit(main())
