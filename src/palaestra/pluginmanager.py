@@ -48,6 +48,7 @@ class Plugins:
         self.envs = EnvRegistry()
         self.rewards = RewardRegistry()
         self.sandbox_backends = SandboxBackendRegistry()
+        self.failed: dict[str, str] = {}  # plugin name -> why it could not register
 
     @property
     def hook(self) -> Any:
@@ -82,23 +83,30 @@ class Plugins:
             self.add(dotted, module, getattr(module, "__version__", ""))
 
     def register_all(self, plugin_config: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-        """Run the registration hooks plugin by plugin, so each contribution is stamped with its owner."""
+        """Run the registration hooks plugin by plugin; a plugin that fails is logged and left out."""
         plugin_config = plugin_config or {}
-        for name, info in self.loaded.items():
-            config = dict(plugin_config.get(name, {}))
-            impl = _hook_impl(self.pm, info.module, "palaestra_register_sandbox_backends")
-            if impl is not None:
-                impl(registry=self.sandbox_backends)
-            impl = _hook_impl(self.pm, info.module, "palaestra_register_reward_functions")
-            if impl is not None:
-                impl(registry=self.rewards, config=config)
-            impl = _hook_impl(self.pm, info.module, "palaestra_register_environments")
-            if impl is not None:
-                before = set(self.envs.ids())
-                self.envs.set_plugin(name, info.version)
-                impl(registry=self.envs, config=config)
-                info.environments = sorted(set(self.envs.ids()) - before)
+        for name, info in list(self.loaded.items()):
+            try:
+                self._register_one(name, info, dict(plugin_config.get(name, {})))
+            except Exception as exc:  # one broken plugin must not take the others down
+                log.error("plugin %s failed to register: %s", name, exc)
+                self.failed[name] = str(exc)
         self.envs.set_plugin("", "")
+
+    def _register_one(self, name: str, info: LoadedPlugin, config: dict[str, Any]) -> None:
+        """Run one plugin's registration hooks, so each contribution is stamped with its owner."""
+        impl = _hook_impl(self.pm, info.module, "palaestra_register_sandbox_backends")
+        if impl is not None:
+            impl(registry=self.sandbox_backends)
+        impl = _hook_impl(self.pm, info.module, "palaestra_register_reward_functions")
+        if impl is not None:
+            impl(registry=self.rewards, config=config)
+        impl = _hook_impl(self.pm, info.module, "palaestra_register_environments")
+        if impl is not None:
+            before = set(self.envs.ids())
+            self.envs.set_plugin(name, info.version)
+            impl(registry=self.envs, config=config)
+            info.environments = sorted(set(self.envs.ids()) - before)
 
 
 def _hook_impl(pm: pluggy.PluginManager, plugin: object, hook_name: str) -> Any:

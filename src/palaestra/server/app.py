@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -52,21 +53,18 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _refusing_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    # A plain coroutine serves every call shape in grpc.aio (streams may use context.read/write).
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-
-    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-        yield  # pragma: no cover - makes this an async generator
 
     codec = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse_stream, **codec)
+        return grpc.stream_stream_rpc_method_handler(refuse, **codec)
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(refuse_stream, **codec)
+        return grpc.unary_stream_rpc_method_handler(refuse, **codec)
     if handler.request_streaming:
         return grpc.stream_unary_rpc_method_handler(refuse, **codec)
     return grpc.unary_unary_rpc_method_handler(refuse, **codec)
@@ -228,10 +226,15 @@ class ServerThread:
 
 
 async def serve(config: ServerConfig) -> None:
-    """Run until cancelled (Ctrl-C / SIGTERM), then shut down gracefully."""
+    """Run until SIGINT or SIGTERM, then shut down gracefully (drain, close episodes, free sandboxes)."""
     server = PalaestraServer(config)
     await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     try:
-        await server.wait()
+        await stop.wait()
+        log.info("signal received: draining")
     finally:
         await server.stop()

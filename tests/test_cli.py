@@ -1,0 +1,66 @@
+"""The command line, run as a user would: `palaestra serve` in a subprocess, other commands against it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from palaestra.agents.client import Client
+
+QUIET = ["--disable-plugin", "code", "--disable-plugin", "tools", "--disable-plugin", "games", "--disable-plugin", "math"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "palaestra", *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture
+def served() -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "palaestra", "serve", "--port", str(port), *QUIET])
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Client(address) as client:
+                    client.list_envs()
+                break
+            except Exception:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield address
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0
+
+
+def test_serve_subprocess_envs_plugins_and_run(served: str) -> None:
+    listing = _cli("envs", "--address", served)
+    assert listing.returncode == 0 and "gym/CartPole-v1" in listing.stdout
+    plugins = _cli("plugins", "--address", served)
+    assert "echo" in plugins.stdout and "palaestra.v1" in plugins.stdout
+    run = _cli("run", "echo/text", "--episodes", "3", "--address", served)
+    assert run.returncode == 0
+    assert "You said" in run.stdout and "echo/text results" in run.stdout and "said_word=1" in run.stdout
+
+
+def test_run_embedded_server_with_random_policy() -> None:
+    run = _cli("run", "gym/CartPole-v1", "--episodes", "2", "--transcript", "0", *QUIET)
+    assert run.returncode == 0 and "gym/CartPole-v1 results" in run.stdout and "terminated" in run.stdout
+
+
+def test_version_and_config_errors() -> None:
+    assert _cli("--version").stdout.startswith("palaestra 0.1.0")
+    bad = _cli("envs", "--port", "99999")
+    assert bad.returncode == 2 and "between 0 and 65535" in bad.stdout
