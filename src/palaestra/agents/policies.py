@@ -2,8 +2,8 @@
 
 `palaestra run` uses them to show an environment working end to end. A policy is made per episode
 (`make_policy(spec, seed)`) and called with the latest `EpisodeStep`; it returns the actions to send.
-Plugins offer a scripted agent by exposing `make_scripted_policy(env_id, seed)` in their module; the
-first plugin whose id prefix matches the environment is asked.
+Plugins offer a scripted agent by exposing `make_scripted_policy(env_id, seed)` in their module (or, for the
+built-in plugins, in the module named in SCRIPTED_AGENTS); it may return None for ids it has no agent for.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import random
 from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
 from typing import Any
 
 import numpy as np
@@ -63,14 +64,18 @@ def random_policy(spec: t.EnvSpec, seed: int | None = None) -> Policy:
 
 
 def scripted_policy(spec: t.EnvSpec, seed: int | None = None) -> Policy | None:
-    for prefix, module_name in SCRIPTED_AGENTS.items():
-        if spec.id.startswith(prefix):
-            try:
-                module: Any = importlib.import_module(module_name)
-            except ImportError:
-                return None
-            make = getattr(module, "make_scripted_policy", None)
-            return make(spec.id, seed) if make is not None else None
+    """The plugin's scripted agent: built-in ones by id prefix, third-party ones from the plugin's module."""
+    module_names = [name for prefix, name in SCRIPTED_AGENTS.items() if spec.id.startswith(prefix)]
+    module_names += [ep.value for ep in entry_points(group="palaestra.plugins") if ep.name == spec.plugin]
+    for module_name in module_names:
+        try:
+            module: Any = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        make = getattr(module, "make_scripted_policy", None)
+        policy = make(spec.id, seed) if make is not None else None
+        if policy is not None:
+            return policy  # type: ignore[no-any-return]
     return None
 
 

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up everything the tests need on a fresh Debian machine and run the whole suite.
+#
+#   scripts/test.sh [pytest args]
+#
+# Installs system packages (docker.io, debootstrap, bubblewrap, openssl) when missing, makes .venv with the
+# package and its [dev] extras (PyTorch CPU pinned through .ci/constraints.txt), starts a private Docker engine
+# and builds the sandbox images offline, runs ruff, mypy and pytest, and stops the engine again.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+missing=()
+for tool in dockerd:docker.io debootstrap:debootstrap bwrap:bubblewrap openssl:openssl; do
+  command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }  # keeps the command's exit status
+quiet pip install -q --upgrade pip
+quiet pip install -q -c .ci/constraints.txt -e ".[dev]"
+python -c "import palaestra, torch, grpc; print('palaestra', palaestra.__version__, 'torch', torch.__version__)"
+
+.ci/docker-up.sh "$ROOT/.ci-work"
+# shellcheck disable=SC1091
+. "$ROOT/.ci-work/docker.env"
+trap '"$ROOT/.ci/docker-down.sh" "$ROOT/.ci-work" || true' EXIT
+
+ruff check src tests benchmarks examples scripts
+mypy
+python -m pytest -ra -p no:cacheprovider "$@"
