@@ -20,7 +20,9 @@ PROTOS = ROOT / "protos"
 
 def generate(out_dir: Path) -> None:
     sources = sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / "palaestra" / "v1").glob("*.proto"))
-    googleapis = Path(list(google.rpc.__path__)[0]).parent.parent  # site-packages holding google/rpc/*.proto
+    googleapis = Path(
+        next(iter(google.rpc.__path__))
+    ).parent.parent  # site-packages holding google/rpc/*.proto
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     out_dir.mkdir(parents=True, exist_ok=True)
     args = [

@@ -88,7 +88,9 @@ class Alternating(Env):
 
     def reset(self, seed: int | None = None, options: Mapping[str, Any] | None = None) -> StepResult:
         self.moves = 0
-        return StepResult({"north": AgentResult(observation=Observation(legal_actions=["0", "1"]))}, next_agent="north")
+        return StepResult(
+            {"north": AgentResult(observation=Observation(legal_actions=["0", "1"]))}, next_agent="north"
+        )
 
     def step(self, actions: Mapping[str, Action]) -> StepResult:
         [(mover, _)] = actions.items()

@@ -13,12 +13,23 @@ import pytest
 
 from palaestra.agents.client import Client
 
-QUIET = ["--disable-plugin", "code", "--disable-plugin", "tools", "--disable-plugin", "games", "--disable-plugin", "math"]
+QUIET = [
+    "--disable-plugin",
+    "code",
+    "--disable-plugin",
+    "tools",
+    "--disable-plugin",
+    "games",
+    "--disable-plugin",
+    "math",
+]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "palaestra", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "palaestra", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 @pytest.fixture

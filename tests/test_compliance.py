@@ -27,8 +27,12 @@ def valid_action(spec: t.EnvSpec, result: t.AgentResult) -> t.Action:
             return t.Action(discrete=space.start + int(np.flatnonzero(obs.action_mask)[0]))
         return t.Action(discrete=space.start)
     if isinstance(space, t.BoxSpace):
-        low = np.asarray(space.low or [0.0] * int(np.prod(space.shape)), dtype=space.dtype).reshape(space.shape)
-        high = np.asarray(space.high or [0.0] * int(np.prod(space.shape)), dtype=space.dtype).reshape(space.shape)
+        low = np.asarray(space.low or [0.0] * int(np.prod(space.shape)), dtype=space.dtype).reshape(
+            space.shape
+        )
+        high = np.asarray(space.high or [0.0] * int(np.prod(space.shape)), dtype=space.dtype).reshape(
+            space.shape
+        )
         return t.Action(tensor=np.clip(np.zeros(space.shape, dtype=space.dtype), low, high))
     if isinstance(space, (t.MultiDiscreteSpace, t.MultiBinarySpace)):
         shape = (len(space.nvec),) if isinstance(space, t.MultiDiscreteSpace) else space.shape
@@ -58,7 +62,9 @@ def observation_fingerprint(step: t.EpisodeStep) -> list[tuple[str, str]]:
     for agent, result in sorted(step.agents.items()):
         obs = result.observation
         tensor = obs.tensor.tobytes() if obs.tensor is not None else b""
-        fingerprint.append((agent, repr(([(m.role, m.content) for m in obs.messages], obs.legal_actions, tensor))))
+        fingerprint.append(
+            (agent, repr(([(m.role, m.content) for m in obs.messages], obs.legal_actions, tensor)))
+        )
     return fingerprint
 
 

@@ -12,7 +12,8 @@ from palaestra.server.config import ConfigError, load_config
 def test_layers_override_in_order(tmp_path: Path) -> None:
     path = tmp_path / "palaestra.toml"
     path.write_text(
-        '[server]\nport = 6000\nmax_episodes = 10\n[plugins]\ndisable = ["gym"]\n[plugins.code]\nmax_turns = 3\n'
+        "[server]\nport = 6000\nmax_episodes = 10\n"
+        '[plugins]\ndisable = ["gym"]\n[plugins.code]\nmax_turns = 3\n'
         '[sandbox]\nbackend = "local"\n'
     )
     config = load_config(path, overrides={"max_episodes": 20}, environ={"PALAESTRA_PORT": "7000"})

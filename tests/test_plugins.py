@@ -40,7 +40,7 @@ def test_duplicate_ids_are_refused_naming_both_plugins() -> None:
     registry.set_plugin("alpha", "1")
     registry.add(spec, lambda ctx: None)  # type: ignore[arg-type,return-value]
     registry.set_plugin("beta", "1")
-    with pytest.raises(RegistrationError, match="already registered by plugin 'alpha'.*'beta'"):
+    with pytest.raises(RegistrationError, match=r"already registered by plugin 'alpha'.*'beta'"):
         registry.add(spec, lambda ctx: None)  # type: ignore[arg-type,return-value]
 
 
@@ -55,19 +55,57 @@ def test_separately_installed_plugin_is_served(tmp_path: Path) -> None:
     """pip-install examples/hello-plugin into a folder and list what a fresh `palaestra` process serves."""
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
-         str(ROOT / "examples" / "hello-plugin")],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT / "examples" / "hello-plugin"),
+        ],
         check=True,
     )
     env = {**os.environ, "PYTHONPATH": str(target), "COLUMNS": "200"}
     listing = subprocess.run(
-        [sys.executable, "-m", "palaestra", "envs", "--disable-plugin", "code", "--disable-plugin", "tools",
-         "--disable-plugin", "games", "--disable-plugin", "math"],
-        check=True, capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "palaestra",
+            "envs",
+            "--disable-plugin",
+            "code",
+            "--disable-plugin",
+            "tools",
+            "--disable-plugin",
+            "games",
+            "--disable-plugin",
+            "math",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
     ).stdout
     assert "hello/guess-the-number" in listing
     run = subprocess.run(
-        [sys.executable, "-m", "palaestra", "run", "hello/guess-the-number", "--episodes", "2", "--transcript", "0"],
-        check=True, capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "palaestra",
+            "run",
+            "hello/guess-the-number",
+            "--episodes",
+            "2",
+            "--transcript",
+            "0",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
     ).stdout
     assert "hello/guess-the-number results" in run

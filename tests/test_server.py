@@ -30,7 +30,9 @@ def test_server(start_server: StartServer) -> ServerThread:
     return start_server(plugin_modules=TEST_PLUGIN, disabled_plugins=["code", "math", "games", "tools"])
 
 
-def test_environment_exception_is_an_infra_failure_and_server_keeps_serving(test_server: ServerThread) -> None:
+def test_environment_exception_is_an_infra_failure_and_server_keeps_serving(
+    test_server: ServerThread,
+) -> None:
     with Client(test_server.address) as client:
         [crashing] = client.open("test/crash")
         [healthy] = client.open("test/crash")
@@ -110,7 +112,9 @@ def test_turn_based_checks_whose_turn_it_is(test_server: ServerThread) -> None:
         assert first.next_agent == "north"
         with pytest.raises(PalaestraError) as refused:
             client.step(first.episode_id, {"south": 0})
-        assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT and "north's turn" in refused.value.message
+        assert (
+            refused.value.code is grpc.StatusCode.INVALID_ARGUMENT and "north's turn" in refused.value.message
+        )
         step = client.step(first.episode_id, 1)  # empty agent: whoever is to move
         assert step.next_agent == "south" and step.agents["north"].reward == 1.0
         with pytest.raises(PalaestraError) as unknown:
@@ -131,7 +135,9 @@ def test_unary_mirror_and_idle_reaper(start_server: StartServer) -> None:
         opened = stub.Open(env_pb2.OpenRequest(env_id="echo/text", seed=4))
         episode_id = opened.episodes[0].episode_id
         step = stub.Step(
-            env_pb2.StepRequest(episodes=[env_pb2.EpisodeActions(episode_id=episode_id, actions=[{"action": {"text": "hi"}}])])
+            env_pb2.StepRequest(
+                episodes=[env_pb2.EpisodeActions(episode_id=episode_id, actions=[{"action": {"text": "hi"}}])]
+            )
         )
         assert step.episodes[0].agents[0].observation.messages[0].content == "You said: hi"
         time.sleep(1.5)
@@ -163,7 +169,9 @@ def test_health_and_reflection(server_address: str) -> None:
         )
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        [reply] = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        [reply] = list(
+            stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        )
         names = {s.name for s in reply.list_services_response.service}
         assert {"palaestra.v1.EnvService", "palaestra.v1.EnvCatalog", "grpc.health.v1.Health"} <= names
 
@@ -201,9 +209,26 @@ def test_prometheus_metrics(start_server: StartServer) -> None:
 def test_tls(start_server: StartServer, tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     server = start_server(host="localhost", tls_cert=str(cert), tls_key=str(key))
     with Client(f"localhost:{server.server.port}", tls_root_cert=cert) as client:  # type: ignore[union-attr]

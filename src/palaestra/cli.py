@@ -33,7 +33,9 @@ OPTIONAL_COMMANDS = (
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(name)s %(message)s"
+    )
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
@@ -156,7 +158,9 @@ def cmd_envs(args: argparse.Namespace) -> int:
     table = Table("id", "kind", "agents", "rewards", "plugin", "description")
     for spec in specs:
         rewards = ", ".join(f"{c.name} ({c.kind.name.lower()})" for c in spec.reward_components)
-        table.add_row(spec.id, spec.kind.name.lower(), ",".join(spec.agents), rewards, spec.plugin, spec.description)
+        table.add_row(
+            spec.id, spec.kind.name.lower(), ",".join(spec.agents), rewards, spec.plugin, spec.description
+        )
     console.print(table)
     return 0
 
@@ -175,7 +179,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_sandbox_build(args: argparse.Namespace) -> int:
     from palaestra.sandbox import images
 
-    images.main(["build", *(["--offline"] if args.offline else []), *sum((["--profile", p] for p in args.profile or []), [])])
+    argv = ["build", *(["--offline"] if args.offline else [])]
+    for profile in args.profile or []:
+        argv += ["--profile", profile]
+    images.main(argv)
     return 0
 
 
@@ -243,7 +250,8 @@ def show_step(step: t.EpisodeStep) -> None:
             console.print(f"[dim]{message.role}[/dim] {message.content}")
         if result.components:
             parts = ", ".join(
-                f"{c.name}={c.value:g}" + ("" if c.status is t.ComponentStatus.OK else f" [{c.status.name.lower()}]")
+                f"{c.name}={c.value:g}"
+                + ("" if c.status is t.ComponentStatus.OK else f" [{c.status.name.lower()}]")
                 for c in result.components
             )
             console.print(f"[green]{agent} reward {result.scalar_reward:+.3f}[/green] ({parts})")
@@ -251,17 +259,30 @@ def show_step(step: t.EpisodeStep) -> None:
             mark = "[green]x[/green]" if item.passed else " "
             console.print(f"  [{mark}] {item.item_id} (w={item.weight:g}) {item.reason}")
     if step.infra_failure is not None:
-        console.print(f"[red]infrastructure failure ({step.infra_failure.source}): {step.infra_failure.message}[/red]")
+        console.print(
+            f"[red]infrastructure failure ({step.infra_failure.source}): {step.infra_failure.message}[/red]"
+        )
 
 
 def results_table(env_id: str, summaries: list[t.EpisodeSummary]) -> Table:
-    table = Table("episode", "agent", "return", "steps", "end", "components", "seconds", title=f"{env_id} results")
+    table = Table(
+        "episode", "agent", "return", "steps", "end", "components", "seconds", title=f"{env_id} results"
+    )
     for number, summary in enumerate(summaries):
-        end = "infra failure" if summary.infra_failure else ("terminated" if summary.terminated else "truncated")
+        end = (
+            "infra failure"
+            if summary.infra_failure
+            else ("terminated" if summary.terminated else "truncated")
+        )
         for agent in summary.agents or [t.AgentSummary("-", 0.0, [])]:
             components = ", ".join(f"{c.name}={c.total:g}" for c in agent.components)
             table.add_row(
-                str(number), agent.agent, f"{agent.episode_return:.3f}", str(summary.steps), end, components,
+                str(number),
+                agent.agent,
+                f"{agent.episode_return:.3f}",
+                str(summary.steps),
+                end,
+                components,
                 f"{summary.wall_seconds:.2f}",
             )
     return table

@@ -59,7 +59,7 @@ class EnvContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("palaestra.env"))
 
 
-class _EnvBase(abc.ABC):
+class _EnvBase:
     # True for environments cheap enough to run on the event loop (no I/O, microseconds per step).
     runs_inline: ClassVar[bool] = False
 
@@ -73,7 +73,7 @@ class Env(_EnvBase):
     @abc.abstractmethod
     def step(self, actions: Mapping[str, Action]) -> StepResult: ...
 
-    def close(self) -> None:  # noqa: B027 - optional hook, nothing to free by default
+    def close(self) -> None:
         """Free the episode's resources. Called exactly once."""
 
 
@@ -81,12 +81,14 @@ class AsyncEnv(_EnvBase):
     """An asynchronous environment, for work that waits (sandboxes, verifiers, judges)."""
 
     @abc.abstractmethod
-    async def reset(self, seed: int | None = None, options: Mapping[str, Any] | None = None) -> StepResult: ...
+    async def reset(
+        self, seed: int | None = None, options: Mapping[str, Any] | None = None
+    ) -> StepResult: ...
 
     @abc.abstractmethod
     async def step(self, actions: Mapping[str, Action]) -> StepResult: ...
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         """Free the episode's resources (e.g. release sandboxes). Called exactly once."""
 
 

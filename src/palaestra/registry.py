@@ -19,9 +19,7 @@ class RegistrationError(ValueError):
 
 
 class UnknownEnvironment(KeyError):
-    def __init__(
-        self, env_id: str, known: list[str], prefixes: Sequence[str] = (), reason: str = ""
-    ) -> None:
+    def __init__(self, env_id: str, known: list[str], prefixes: Sequence[str] = (), reason: str = "") -> None:
         close = difflib.get_close_matches(env_id, known, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         shown = ", ".join(known[:80]) + (" ..." if len(known) > 80 else "")
@@ -85,7 +83,9 @@ class EnvRegistry:
                     raise UnknownEnvironment(env_id, sorted(self._entries), reason=str(exc)) from None
                 if found is not None:
                     spec, factory = found
-                    spec = replace(spec, plugin=spec.plugin or plugin, plugin_version=spec.plugin_version or version)
+                    spec = replace(
+                        spec, plugin=spec.plugin or plugin, plugin_version=spec.plugin_version or version
+                    )
                     self._entries[env_id] = EnvRegistration(spec=spec, factory=factory)
                     return self._entries[env_id]
         raise UnknownEnvironment(env_id, sorted(self._entries), prefixes=sorted(self._resolvers))

@@ -305,4 +305,6 @@ class EpisodeStep:
             return next(iter(self.agents.values()))
         if self.next_agent in self.agents:
             return self.agents[self.next_agent]
-        raise ValueError(f"episode {self.episode_id} has results for {sorted(self.agents)}; pick one by agent")
+        raise ValueError(
+            f"episode {self.episode_id} has results for {sorted(self.agents)}; pick one by agent"
+        )

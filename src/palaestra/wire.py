@@ -18,7 +18,8 @@ from palaestra.v1 import catalog_pb2, types_pb2
 
 # ---------------------------------------------------------------- scalars and structs
 
-_DTYPES: dict[str, int] = {
+# Proto enum fields are typed as NewType ints by mypy-protobuf; plain ints are what they hold at runtime.
+_DTYPES: dict[str, Any] = {
     "float32": types_pb2.DTYPE_FLOAT32,
     "float64": types_pb2.DTYPE_FLOAT64,
     "int8": types_pb2.DTYPE_INT8,
@@ -31,7 +32,7 @@ _DTYPES: dict[str, int] = {
 _DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
 
 
-def dtype_to_proto(dtype: str | np.dtype[Any] | type) -> int:
+def dtype_to_proto(dtype: str | np.dtype[Any] | type) -> Any:
     name = np.dtype(dtype).name
     if name not in _DTYPES:
         raise ValueError(f"dtype {name} cannot travel; supported: {', '.join(_DTYPES)}")
@@ -40,8 +41,15 @@ def dtype_to_proto(dtype: str | np.dtype[Any] | type) -> int:
 
 def dtype_from_proto(code: int) -> str:
     if code not in _DTYPE_NAMES:
-        raise ValueError(f"tensor dtype is unspecified or unknown ({code}); expected one of {', '.join(_DTYPES)}")
+        raise ValueError(
+            f"tensor dtype is unspecified or unknown ({code}); expected one of {', '.join(_DTYPES)}"
+        )
     return _DTYPE_NAMES[code]
+
+
+def _enum(member: Any) -> Any:
+    """The wire value of one of our Python enums (their values equal the proto enum numbers)."""
+    return member.value
 
 
 def struct_from_dict(data: Mapping[str, Any]) -> struct_pb2.Struct:
@@ -86,7 +94,9 @@ def tensor_from_proto(message: types_pb2.Tensor) -> np.ndarray:
     shape = tuple(message.shape)
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(message.data) != expected:
-        raise ValueError(f"tensor of shape {shape} and dtype {dtype.name} needs {expected} bytes, got {len(message.data)}")
+        raise ValueError(
+            f"tensor of shape {shape} and dtype {dtype.name} needs {expected} bytes, got {len(message.data)}"
+        )
     return np.frombuffer(message.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
 
@@ -123,7 +133,10 @@ def space_from_proto(message: types_pb2.Space) -> t.Space:
     if which == "box":
         box = message.box
         return t.BoxSpace(
-            shape=tuple(box.shape), dtype=dtype_from_proto(box.dtype), low=tuple(box.low), high=tuple(box.high)
+            shape=tuple(box.shape),
+            dtype=dtype_from_proto(box.dtype),
+            low=tuple(box.low),
+            high=tuple(box.high),
         )
     if which == "multi_discrete":
         return t.MultiDiscreteSpace(nvec=tuple(message.multi_discrete.nvec))
@@ -216,8 +229,8 @@ def action_from_proto(proto: types_pb2.Action) -> t.Action:
 
 
 def component_to_proto(c: t.RewardComponent, out: types_pb2.RewardComponent) -> None:
-    out.name, out.kind, out.value, out.weight = c.name, c.kind.value, c.value, c.weight
-    out.status, out.detail = c.status.value, c.detail
+    out.name, out.value, out.weight, out.detail = c.name, c.value, c.weight, c.detail
+    out.kind, out.status = _enum(c.kind), _enum(c.status)
 
 
 def component_from_proto(p: types_pb2.RewardComponent) -> t.RewardComponent:
@@ -234,7 +247,7 @@ def component_from_proto(p: types_pb2.RewardComponent) -> t.RewardComponent:
 def checklist_to_proto(item: t.ChecklistItemResult, out: types_pb2.ChecklistItemResult) -> None:
     out.item_id, out.turn, out.passed, out.weight = item.item_id, item.turn, item.passed, item.weight
     out.score = item.score if item.score is not None else float(item.passed)
-    out.status, out.reason = item.status.value, item.reason
+    out.status, out.reason = _enum(item.status), item.reason
     for ev in item.evidence:
         out.evidence.add(turn=ev.turn, step=ev.step, snippet=ev.snippet)
 
@@ -303,7 +316,9 @@ def summary_to_proto(s: t.EpisodeSummary, out: types_pb2.EpisodeSummary) -> None
     for agent in s.agents:
         proto_agent = out.agents.add(agent=agent.agent, episode_return=agent.episode_return)
         for c in agent.components:
-            proto_agent.components.add(name=c.name, kind=c.kind.value, total=c.total, count=c.count, not_ok=c.not_ok)
+            proto_agent.components.add(
+                name=c.name, kind=c.kind.value, total=c.total, count=c.count, not_ok=c.not_ok
+            )
 
 
 def summary_from_proto(p: types_pb2.EpisodeSummary) -> t.EpisodeSummary:
@@ -342,7 +357,7 @@ def spec_to_proto(spec: t.EnvSpec) -> catalog_pb2.EnvSpec:
         description=spec.description,
         plugin=spec.plugin,
         plugin_version=spec.plugin_version,
-        kind=spec.kind.value,
+        kind=_enum(spec.kind),
         agents=list(spec.agents),
         tags=list(spec.tags),
         max_episode_steps=spec.max_episode_steps,
@@ -364,7 +379,8 @@ def spec_from_proto(p: catalog_pb2.EnvSpec) -> t.EnvSpec:
         kind=t.EnvKind(p.kind or 1),
         agents=tuple(p.agents),
         reward_components=tuple(
-            t.RewardComponentSpec(rc.name, t.RewardKind(rc.kind or 1), rc.description) for rc in p.reward_components
+            t.RewardComponentSpec(rc.name, t.RewardKind(rc.kind or 1), rc.description)
+            for rc in p.reward_components
         ),
         tags=tuple(p.tags),
         max_episode_steps=p.max_episode_steps,

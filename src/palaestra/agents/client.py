@@ -64,7 +64,11 @@ def as_action(value: ActionLike) -> t.Action:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return t.Action(discrete=int(value))
     if isinstance(value, np.ndarray):
-        return t.Action(discrete=int(value)) if value.ndim == 0 and value.dtype.kind in "iu" else t.Action(tensor=value)
+        return (
+            t.Action(discrete=int(value))
+            if value.ndim == 0 and value.dtype.kind in "iu"
+            else t.Action(tensor=value)
+        )
     raise TypeError(f"cannot turn {type(value).__name__} into an action")
 
 
@@ -127,7 +131,9 @@ class AsyncClient:
 
     def _ensure_stream(self) -> asyncio.Queue[env_pb2.SessionRequest | None]:
         if self._stream_error is not None:
-            raise PalaestraError(grpc.StatusCode.UNAVAILABLE, f"the session stream broke: {self._stream_error}")
+            raise PalaestraError(
+                grpc.StatusCode.UNAVAILABLE, f"the session stream broke: {self._stream_error}"
+            )
         if self._outbox is None:
             self._outbox = asyncio.Queue()
             call = self.unary.Session(self._requests(self._outbox), metadata=self.metadata or None)
@@ -135,7 +141,9 @@ class AsyncClient:
         return self._outbox
 
     @staticmethod
-    async def _requests(outbox: asyncio.Queue[env_pb2.SessionRequest | None]) -> AsyncIterator[env_pb2.SessionRequest]:
+    async def _requests(
+        outbox: asyncio.Queue[env_pb2.SessionRequest | None],
+    ) -> AsyncIterator[env_pb2.SessionRequest]:
         while (request := await outbox.get()) is not None:
             yield request
 
@@ -148,7 +156,9 @@ class AsyncClient:
         except grpc.aio.AioRpcError as exc:
             self._stream_error = PalaestraError(exc.code(), exc.details() or "")
         finally:
-            error = self._stream_error or PalaestraError(grpc.StatusCode.UNAVAILABLE, "the session stream ended")
+            error = self._stream_error or PalaestraError(
+                grpc.StatusCode.UNAVAILABLE, "the session stream ended"
+            )
             self._stream_error = error
             for future in self._pending.values():
                 if not future.done():
@@ -251,7 +261,9 @@ class AsyncClient:
     # ------------------------------------------------------------ catalog
 
     async def list_envs(self, tags: Sequence[str] = ()) -> list[t.EnvSpec]:
-        reply = await self._unary_call(self.catalog.ListEnvironments, catalog_pb2.ListEnvironmentsRequest(tags=tags))
+        reply = await self._unary_call(
+            self.catalog.ListEnvironments, catalog_pb2.ListEnvironmentsRequest(tags=tags)
+        )
         return [wire.spec_from_proto(s) for s in reply.environments]
 
     async def describe(self, env_id: str) -> t.EnvSpec:
@@ -261,7 +273,9 @@ class AsyncClient:
         return wire.spec_from_proto(reply)
 
     async def server_info(self) -> catalog_pb2.ServerInfo:
-        reply: catalog_pb2.ServerInfo = await self._unary_call(self.catalog.GetServerInfo, catalog_pb2.ServerInfoRequest())
+        reply: catalog_pb2.ServerInfo = await self._unary_call(
+            self.catalog.GetServerInfo, catalog_pb2.ServerInfoRequest()
+        )
         return reply
 
     async def _unary_call(self, method: Any, request: Any) -> Any:
@@ -343,7 +357,9 @@ class Client:
     def step(self, episode_id: str, action: Actions) -> t.EpisodeStep:
         return self._run(self.aio.step(episode_id, action))
 
-    def step_many(self, actions: Mapping[str, Actions], **kwargs: Any) -> dict[str, t.EpisodeStep | PalaestraError]:
+    def step_many(
+        self, actions: Mapping[str, Actions], **kwargs: Any
+    ) -> dict[str, t.EpisodeStep | PalaestraError]:
         return self._run(self.aio.step_many(actions, **kwargs))
 
     def step_batch(self, actions: Mapping[str, Actions]) -> env_pb2.StepResponse:

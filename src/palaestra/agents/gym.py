@@ -84,7 +84,11 @@ class RemoteEnv(gym.Env[Any, Any]):
         **client_args: Any,
     ) -> None:
         owns = isinstance(address_or_client, str)
-        self.client = Client(address_or_client, **client_args) if isinstance(address_or_client, str) else address_or_client
+        self.client = (
+            Client(address_or_client, **client_args)
+            if isinstance(address_or_client, str)
+            else address_or_client
+        )
         self._owns_client = owns
         self.env_id = env_id
         self.open_options = dict(options or {})
@@ -93,10 +97,14 @@ class RemoteEnv(gym.Env[Any, Any]):
         self.action_space = gym_space(self.remote_spec.action_space)
         self.episode_id: str | None = None
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
         if self.episode_id is None:
-            [step] = self.client.open(self.env_id, seed=seed, options={**self.open_options, **(options or {})})
+            [step] = self.client.open(
+                self.env_id, seed=seed, options={**self.open_options, **(options or {})}
+            )
             self.episode_id = step.episode_id
         else:
             step = self.client.reset(self.episode_id, seed=seed, options=options)
@@ -152,7 +160,11 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         **client_args: Any,
     ) -> None:
         self._owns_client = isinstance(address_or_client, str)
-        self.client = Client(address_or_client, **client_args) if isinstance(address_or_client, str) else address_or_client
+        self.client = (
+            Client(address_or_client, **client_args)
+            if isinstance(address_or_client, str)
+            else address_or_client
+        )
         self.env_id = env_id
         self.num_envs = num_envs
         self.open_options = dict(options or {})
@@ -160,7 +172,9 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         self.single_observation_space = gym_space(self.remote_spec.observation_space)
         self.single_action_space = gym_space(self.remote_spec.action_space)
         if isinstance(self.single_observation_space, gym.spaces.Text):
-            raise ValueError(f"{env_id} is a chat/text environment; RemoteVectorEnv serves tensor environments")
+            raise ValueError(
+                f"{env_id} is a chat/text environment; RemoteVectorEnv serves tensor environments"
+            )
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
         self.episode_ids: list[str] = []
@@ -173,7 +187,8 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         if self.episode_ids:
             self.client.close(self.episode_ids)
         steps = [
-            self.client.open(self.env_id, seed=s, options={**self.open_options, **(options or {})})[0] for s in seeds
+            self.client.open(self.env_id, seed=s, options={**self.open_options, **(options or {})})[0]
+            for s in seeds
         ]
         self.episode_ids = [s.episode_id for s in steps]
         obs = np.stack([_observation(self.single_observation_space, _check(s).result) for s in steps])
@@ -187,7 +202,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
             for episode_id, a in zip(self.episode_ids, actions, strict=True)
         }
         reply = self.client.step_batch(batch)
-        obs = np.empty(self.observation_space.shape, dtype=self.observation_space.dtype)  # type: ignore[arg-type]
+        obs: np.ndarray = np.empty(self.observation_space.shape or (), dtype=self.observation_space.dtype)
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminations = np.zeros(self.num_envs, dtype=np.bool_)
         truncations = np.zeros(self.num_envs, dtype=np.bool_)

@@ -34,17 +34,29 @@ def random_action(space: t.Space, result: t.AgentResult, rng: random.Random) -> 
     obs = result.observation
     if isinstance(space, t.DiscreteSpace):
         if obs.action_mask is not None and obs.action_mask.any():
-            return t.Action(discrete=space.start + rng.choice(list(np.flatnonzero(obs.action_mask))))
+            return t.Action(discrete=space.start + int(rng.choice(list(np.flatnonzero(obs.action_mask)))))
         return t.Action(discrete=space.start + rng.randrange(space.n))
     if isinstance(space, t.BoxSpace):
-        low = np.asarray(space.low, dtype=np.float64).reshape(space.shape) if space.low else -np.ones(space.shape)
-        high = np.asarray(space.high, dtype=np.float64).reshape(space.shape) if space.high else np.ones(space.shape)
+        low = (
+            np.asarray(space.low, dtype=np.float64).reshape(space.shape)
+            if space.low
+            else -np.ones(space.shape)
+        )
+        high = (
+            np.asarray(space.high, dtype=np.float64).reshape(space.shape)
+            if space.high
+            else np.ones(space.shape)
+        )
         sample = low + (high - low) * np.asarray([rng.random() for _ in range(low.size)]).reshape(space.shape)
         return t.Action(tensor=sample.astype(space.dtype))
     if isinstance(space, t.MultiDiscreteSpace):
         return t.Action(tensor=np.asarray([rng.randrange(n) for n in space.nvec], dtype=np.int64))
     if isinstance(space, t.MultiBinarySpace):
-        return t.Action(tensor=np.asarray([rng.randrange(2) for _ in range(int(np.prod(space.shape)))]).reshape(space.shape))
+        return t.Action(
+            tensor=np.asarray([rng.randrange(2) for _ in range(int(np.prod(space.shape)))]).reshape(
+                space.shape
+            )
+        )
     if obs.legal_actions:
         return t.Action(text=rng.choice(obs.legal_actions))
     return t.Action(text="I do not know.")
@@ -58,7 +70,10 @@ def random_policy(spec: t.EnvSpec, seed: int | None = None) -> Policy:
             agents = list(spec.agents)
         else:
             agents = [step.next_agent or next(iter(step.agents), spec.agents[0])]
-        return {agent: random_action(spec.action_space, step.agents.get(agent, t.AgentResult()), rng) for agent in agents}
+        return {
+            agent: random_action(spec.action_space, step.agents.get(agent, t.AgentResult()), rng)
+            for agent in agents
+        }
 
     return act
 

@@ -37,7 +37,9 @@ SPEC = EnvSpec(
     description="Repeat the word you are asked for; your text is echoed back. For tests and benchmarks.",
     observation_space=ChatSpace(),
     action_space=ChatSpace(),
-    reward_components=(RewardComponentSpec("said_word", RewardKind.OUTCOME, "1 when the reply contains the word"),),
+    reward_components=(
+        RewardComponentSpec("said_word", RewardKind.OUTCOME, "1 when the reply contains the word"),
+    ),
     tags=("builtin", "test", "chat"),
     max_episode_steps=64,
 )

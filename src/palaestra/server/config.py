@@ -78,7 +78,9 @@ class ServerConfig:
 
 # Keys of [server] that map to ServerConfig fields (the plugin and sandbox fields come from other tables).
 _SERVER_KEYS = {
-    f.name: f for f in dataclasses.fields(ServerConfig) if f.name not in {"plugin_modules", "disabled_plugins", "plugin_config", "sandbox"}
+    f.name: f
+    for f in dataclasses.fields(ServerConfig)
+    if f.name not in {"plugin_modules", "disabled_plugins", "plugin_config", "sandbox"}
 }
 
 
@@ -101,7 +103,9 @@ def _coerce(key: str, value: Any, source: str) -> Any:
 def _apply_server_table(config: ServerConfig, table: Mapping[str, Any], source: str) -> None:
     for key, value in table.items():
         if key not in _SERVER_KEYS:
-            raise ConfigError(f"{source}: unknown key server.{key}; known keys: {', '.join(sorted(_SERVER_KEYS))}")
+            raise ConfigError(
+                f"{source}: unknown key server.{key}; known keys: {', '.join(sorted(_SERVER_KEYS))}"
+            )
         setattr(config, key, _coerce(key, value, source))
 
 
@@ -136,7 +140,9 @@ def load_config(
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
         unknown = set(data) - {"server", "plugins", "sandbox"}
         if unknown:
-            raise ConfigError(f"{path}: unknown tables {sorted(unknown)}; expected [server], [plugins], [sandbox]")
+            raise ConfigError(
+                f"{path}: unknown tables {sorted(unknown)}; expected [server], [plugins], [sandbox]"
+            )
         _apply_server_table(config, data.get("server", {}), str(path))
         _apply_plugins_table(config, data.get("plugins", {}), str(path))
         config.sandbox = dict(data.get("sandbox", {}))

@@ -83,7 +83,9 @@ class Episode:
         finally:
             self.env_seconds += time.perf_counter() - started
         if not isinstance(result, t.StepResult):
-            failure = t.InfraFailure("environment", f"{method} returned {type(result).__name__}, not StepResult")
+            failure = t.InfraFailure(
+                "environment", f"{method} returned {type(result).__name__}, not StepResult"
+            )
             result = t.StepResult(agents={}, infra_failure=failure)
         return result
 
@@ -103,7 +105,9 @@ class Episode:
         async with self.lock:
             self.last_active = time.monotonic()
             if self.finished:
-                state = "with an infrastructure failure" if self.infra_failure else "(terminated or truncated)"
+                state = (
+                    "with an infrastructure failure" if self.infra_failure else "(terminated or truncated)"
+                )
                 raise precondition(f"episode {self.id} has ended {state}; reset it or open a new one")
             resolved = self._resolve_actions(actions)
             result = await self._call("step", resolved)
@@ -119,7 +123,9 @@ class Episode:
         for agent, action in actions.items():
             if not agent:
                 if spec.kind is t.EnvKind.SIMULTANEOUS:
-                    raise invalid(f"{spec.id} is simultaneous: name the agent of each action ({', '.join(spec.agents)})")
+                    raise invalid(
+                        f"{spec.id} is simultaneous: name the agent of each action ({', '.join(spec.agents)})"
+                    )
                 agent = self.next_agent or spec.agents[0]
             if agent not in spec.agents:
                 raise invalid(f"{spec.id} has no agent {agent!r}; its agents are {', '.join(spec.agents)}")
@@ -208,8 +214,15 @@ def _trajectory_entry(
         "actions": {agent: _action_summary(a) for agent, a in (actions or {}).items()},
         "rewards": {agent: r.scalar_reward for agent, r in result.agents.items()},
         "components": {
-            agent: [{"name": c.name, "kind": c.kind.name.lower(), "value": c.value, "status": c.status.name.lower()}
-                    for c in r.components]
+            agent: [
+                {
+                    "name": c.name,
+                    "kind": c.kind.name.lower(),
+                    "value": c.value,
+                    "status": c.status.name.lower(),
+                }
+                for c in r.components
+            ]
             for agent, r in result.agents.items()
         },
         "done": result.done,
@@ -270,7 +283,9 @@ class EpisodeTable:
     def get(self, episode_id: str, owner: str) -> Episode:
         episode = self._episodes.get(episode_id)
         if episode is None or episode.owner != owner:
-            raise not_found(f"no open episode {episode_id!r} for this client (closed, reaped or never opened)")
+            raise not_found(
+                f"no open episode {episode_id!r} for this client (closed, reaped or never opened)"
+            )
         return episode
 
     def pop(self, episode_id: str) -> Episode | None:
@@ -298,4 +313,3 @@ class EpisodeTable:
 
 def new_episode_id() -> str:
     return uuid.uuid4().hex
-

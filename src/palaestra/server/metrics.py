@@ -8,7 +8,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.episodes_open = Gauge("palaestra_episodes_open", "Episodes currently open", registry=self.registry)
+        self.episodes_open = Gauge(
+            "palaestra_episodes_open", "Episodes currently open", registry=self.registry
+        )
         self.episodes_opened = Counter(
             "palaestra_episodes_opened", "Episodes opened", ["env"], registry=self.registry
         )
@@ -20,9 +22,13 @@ class Metrics:
             buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
             registry=self.registry,
         )
-        self.errors = Counter("palaestra_errors", "Request errors by status code", ["code"], registry=self.registry)
+        self.errors = Counter(
+            "palaestra_errors", "Request errors by status code", ["code"], registry=self.registry
+        )
         self.infra_failures = Counter(
-            "palaestra_infra_failures", "Episodes ended by an infrastructure failure", ["env", "source"],
+            "palaestra_infra_failures",
+            "Episodes ended by an infrastructure failure",
+            ["env", "source"],
             registry=self.registry,
         )
 

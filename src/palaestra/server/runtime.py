@@ -97,7 +97,8 @@ class Runtime:
         for item in request.episodes:
             out = response.episodes.add(episode_id=item.episode_id)
             seed = item.seed if item.HasField("seed") else None
-            calls.append((out, item.episode_id, lambda e, s=seed, o=wire.dict_from_struct(item.options): e.reset(s, o)))
+            options = wire.dict_from_struct(item.options)
+            calls.append((out, item.episode_id, lambda e, s=seed, o=options: e.reset(s, o)))
         await self._run_batch(calls, owner)
         return response
 
@@ -161,7 +162,9 @@ class Runtime:
 
     # ------------------------------------------------------------ close
 
-    async def close(self, request: env_pb2.CloseRequest, owner: str, reason: str = "client") -> env_pb2.CloseResponse:
+    async def close(
+        self, request: env_pb2.CloseRequest, owner: str, reason: str = "client"
+    ) -> env_pb2.CloseResponse:
         response = env_pb2.CloseResponse()
         missing = []
         for episode_id in request.episode_ids:
@@ -233,5 +236,7 @@ def _build_env(factory: Any, context: EnvContext) -> Any:
         raise ServiceError(grpc.StatusCode.INTERNAL, f"{context.env_id} failed to start: {exc}") from None
     if inspect.iscoroutine(env):
         env.close()
-        raise ServiceError(grpc.StatusCode.INTERNAL, f"the factory of {context.env_id} must not be a coroutine")
+        raise ServiceError(
+            grpc.StatusCode.INTERNAL, f"the factory of {context.env_id} must not be a coroutine"
+        )
     return env

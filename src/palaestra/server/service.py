@@ -20,7 +20,14 @@ from palaestra.v1 import catalog_pb2, catalog_pb2_grpc, env_pb2, env_pb2_grpc
 log = logging.getLogger("palaestra.server")
 
 CLIENT_ID_METADATA = "x-palaestra-client"
-CAPABILITIES = ["session-stream", "batched-step", "unary-mirror", "multi-agent", "reward-components", "checklists"]
+CAPABILITIES = [
+    "session-stream",
+    "batched-step",
+    "unary-mirror",
+    "multi-agent",
+    "reward-components",
+    "checklists",
+]
 
 
 class CatalogService(catalog_pb2_grpc.EnvCatalogServicer):
@@ -102,7 +109,10 @@ class EnvService(env_pb2_grpc.EnvServiceServicer):
             replies.put_nowait(None)
 
     async def _handle(
-        self, request: env_pb2.SessionRequest, owner: str, replies: asyncio.Queue[env_pb2.SessionResponse | None]
+        self,
+        request: env_pb2.SessionRequest,
+        owner: str,
+        replies: asyncio.Queue[env_pb2.SessionResponse | None],
     ) -> None:
         reply = env_pb2.SessionResponse(request_id=request.request_id)
         kind = request.WhichOneof("request")
@@ -130,16 +140,24 @@ class EnvService(env_pb2_grpc.EnvServiceServicer):
 
     # ------------------------------------------------------------ the unary mirror
 
-    async def Open(self, request: env_pb2.OpenRequest, context: grpc.aio.ServicerContext) -> env_pb2.OpenResponse:
+    async def Open(
+        self, request: env_pb2.OpenRequest, context: grpc.aio.ServicerContext
+    ) -> env_pb2.OpenResponse:
         return await self._unary(self.runtime.open, request, context)
 
-    async def Reset(self, request: env_pb2.ResetRequest, context: grpc.aio.ServicerContext) -> env_pb2.ResetResponse:
+    async def Reset(
+        self, request: env_pb2.ResetRequest, context: grpc.aio.ServicerContext
+    ) -> env_pb2.ResetResponse:
         return await self._unary(self.runtime.reset, request, context)
 
-    async def Step(self, request: env_pb2.StepRequest, context: grpc.aio.ServicerContext) -> env_pb2.StepResponse:
+    async def Step(
+        self, request: env_pb2.StepRequest, context: grpc.aio.ServicerContext
+    ) -> env_pb2.StepResponse:
         return await self._unary(self.runtime.step, request, context)
 
-    async def Close(self, request: env_pb2.CloseRequest, context: grpc.aio.ServicerContext) -> env_pb2.CloseResponse:
+    async def Close(
+        self, request: env_pb2.CloseRequest, context: grpc.aio.ServicerContext
+    ) -> env_pb2.CloseResponse:
         return await self._unary(self.runtime.close, request, context)
 
     async def _unary(

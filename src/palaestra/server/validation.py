@@ -62,7 +62,9 @@ def _check_tensor(space: t.Space, action: t.Action, expected: str) -> None:
         raise invalid(f"got a tensor of shape {list(tensor.shape)}; expected {expected}")
     if isinstance(space, t.BoxSpace) and not np.all(np.isfinite(tensor)):
         raise invalid(f"the tensor holds NaN or infinite values; expected {expected}")
-    if isinstance(space, t.MultiDiscreteSpace) and (np.any(tensor < 0) or np.any(tensor >= np.asarray(space.nvec))):
+    if isinstance(space, t.MultiDiscreteSpace) and (
+        np.any(tensor < 0) or np.any(tensor >= np.asarray(space.nvec))
+    ):
         raise invalid(f"tensor entries out of range; expected {expected}")
     if isinstance(space, t.MultiBinarySpace) and not np.all((tensor == 0) | (tensor == 1)):
         raise invalid(f"tensor entries must be 0 or 1; expected {expected}")
