@@ -55,6 +55,11 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 def _refusing_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     # A plain coroutine serves every call shape in grpc.aio (streams may use context.read/write).
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if hasattr(request, "__aiter__"):
+            # Take the client's first message before refusing: aborting a stream whose first write is
+            # still in flight can reach the client as INTERNAL instead of UNAUTHENTICATED.
+            async for _ in request:
+                break
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 
     codec = {
