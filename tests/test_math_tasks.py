@@ -1,0 +1,124 @@
+"""Task generators (deterministic by seed, answers checked independently) and JSONL loaders."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from palaestra.plugins.math.steps import check_steps, evaluate
+from palaestra.plugins.math.tasks import (
+    GENERATORS,
+    DatasetError,
+    Task,
+    clamp_difficulty,
+    load_jsonl,
+    load_sample,
+    mixed_task,
+)
+
+
+@pytest.mark.parametrize("kind", [*GENERATORS, "mixed"])
+@pytest.mark.parametrize("difficulty", [1, 3, 5])
+def test_generators_are_deterministic_by_index(kind: str, difficulty: int) -> None:
+    generate = mixed_task if kind == "mixed" else GENERATORS[kind]
+    first = [generate(i, difficulty, "train") for i in range(20)]
+    again = [generate(i, difficulty, "train") for i in range(20)]
+    assert first == again
+    assert len({t.problem for t in first}) >= 15, "different indices give (mostly) different problems"
+    assert all(t.answer for t in first)
+
+
+def test_splits_and_difficulties_differ() -> None:
+    train = [GENERATORS["arithmetic"](i, 2, "train").problem for i in range(10)]
+    test = [GENERATORS["arithmetic"](i, 2, "test").problem for i in range(10)]
+    assert train != test
+    easy = GENERATORS["arithmetic"](0, 1, "train").problem
+    hard = GENERATORS["arithmetic"](0, 5, "train").problem
+    assert len(hard) > len(easy)
+
+
+def _expression(task: Task) -> str:
+    return task.problem.split(" of ", 1)[1].rstrip(".")
+
+
+@pytest.mark.parametrize("kind", ["arithmetic", "fractions"])
+def test_arithmetic_answers_match_an_independent_evaluation(kind: str) -> None:
+    for difficulty in range(1, 6):
+        for index in range(25):
+            task = GENERATORS[kind](index, difficulty, "train")
+            assert evaluate(_expression(task)) == Fraction(task.answer), task
+
+
+def _substitute(side: str, value: str) -> str:
+    """Put the value in for x: '6x + 9' -> '6*(13) + 9', '-x' -> '-1*(13)'."""
+    x = f"({value})"
+    text = side.replace("-x", f"-1*{x}").replace("x", f"*{x}").lstrip("*")
+    return text.replace(" *", " 1*").replace("(*", "(1*")
+
+
+def test_linear_answers_solve_the_equation() -> None:
+    for difficulty in range(1, 6):
+        for index in range(25):
+            task = GENERATORS["linear"](index, difficulty, "train")
+            left, right = task.problem.removeprefix("Solve for x: ").split(" = ")
+            fixed = [_substitute(side, task.answer) for side in (left, right)]
+            assert evaluate(fixed[0]) == evaluate(fixed[1]), task
+
+
+def test_quadratic_roots_are_roots() -> None:
+    for difficulty in range(1, 6):
+        for index in range(25):
+            task = GENERATORS["quadratic"](index, difficulty, "train")
+            polynomial = task.problem.removeprefix("Find all real solutions of ").split(" = 0")[0]
+            for root in task.answer.split(", "):
+                x = f"({root})"
+                text = polynomial.replace("-x", f"-1*{x}").replace("x", f"*{x}")
+                text = text.replace(" *", " 1*").lstrip("*").replace("^", "**")
+                assert evaluate(text) == 0, (task, root)
+
+
+def test_word_problem_solutions_check_out() -> None:
+    for difficulty in range(1, 6):
+        for index in range(25):
+            task = GENERATORS["word"](index, difficulty, "train")
+            report = check_steps(task.solution)
+            assert report.score == 1.0 and report.first_wrong_step is None, task
+            assert task.solution.splitlines()[-1].endswith(f"= {task.answer}")
+
+
+def test_difficulty_is_validated() -> None:
+    assert clamp_difficulty("3") == 3
+    for bad in (0, 6, "hard", None):
+        with pytest.raises(ValueError):
+            clamp_difficulty(bad)
+
+
+def test_shipped_samples_load() -> None:
+    gsm8k = load_sample("gsm8k_sample.jsonl", "gsm8k")
+    assert len(gsm8k) == 5 and gsm8k[0].answer == "7" and "####" not in gsm8k[0].solution
+    math = load_sample("math_sample.jsonl", "math")
+    assert (
+        math[0].answer == "\\frac{19}{12}" and math[1].answer == "2, 3" and math[0].meta["level"] == "Level 1"
+    )
+    qa = load_sample("qa_sample.jsonl", "qa")
+    assert qa[2].choices == ("21", "27", "29", "33") and qa[2].answer == "C"
+
+
+def test_loaders_read_user_files_and_report_bad_records(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps({"question": "2+2?", "answer": "It is 4.\n#### 4"}) + "\n\n")
+    [task] = load_jsonl(path, "gsm8k")
+    assert (task.answer, task.solution, task.id) == ("4", "It is 4.", "0")
+    path.write_text(json.dumps({"question": "2+2?", "answer": "4"}) + "\n")
+    with pytest.raises(DatasetError, match=r"data.jsonl:1"):
+        load_jsonl(path, "gsm8k")
+    path.write_text(json.dumps({"problem": "p", "solution": "no box"}) + "\n")
+    with pytest.raises(DatasetError, match="boxed"):
+        load_jsonl(path, "math")
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_jsonl(tmp_path / "missing.jsonl", "qa")
+    with pytest.raises(DatasetError, match="unknown dataset format"):
+        load_jsonl(path, "csv")
