@@ -1,5 +1,11 @@
 """Palaestra: a plugin-based environment server for agentic reinforcement learning."""
 
+import os
+
+# The server starts sandbox and verifier processes while gRPC threads run; gRPC's fork handlers are of no
+# use there and log a line per process. Must be set before grpc is first imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from palaestra.env import AsyncEnv, Env, EnvContext, InfraError, InvalidAction
 from palaestra.hookspecs import hookimpl
 from palaestra.types import (

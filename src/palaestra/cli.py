@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -227,7 +228,7 @@ def run_episode(
         actions = policy(step)
         if show:
             for agent, action in actions.items():
-                console.print(f"[bold cyan]{agent} >[/bold cyan] {describe_action(action)}")
+                console.print(f"[bold cyan]{agent} >[/bold cyan] {escape(describe_action(action))}")
         step = client.step(step.episode_id, actions)
         if show:
             show_step(step)
@@ -247,17 +248,17 @@ def describe_action(action: t.Action) -> str:
 def show_step(step: t.EpisodeStep) -> None:
     for agent, result in step.agents.items():
         for message in result.observation.messages:
-            console.print(f"[dim]{message.role}[/dim] {message.content}")
+            console.print(f"[dim]{message.role}[/dim] {escape(message.content)}")
         if result.components:
             parts = ", ".join(
                 f"{c.name}={c.value:g}"
-                + ("" if c.status is t.ComponentStatus.OK else f" [{c.status.name.lower()}]")
+                + ("" if c.status is t.ComponentStatus.OK else f" \\[{c.status.name.lower()}]")
                 for c in result.components
             )
             console.print(f"[green]{agent} reward {result.scalar_reward:+.3f}[/green] ({parts})")
         for item in result.checklist:
             mark = "[green]x[/green]" if item.passed else " "
-            console.print(f"  [{mark}] {item.item_id} (w={item.weight:g}) {item.reason}")
+            console.print(f"  \\[{mark}] {item.item_id} (w={item.weight:g}) {escape(item.reason)}")
     if step.infra_failure is not None:
         console.print(
             f"[red]infrastructure failure ({step.infra_failure.source}): {step.infra_failure.message}[/red]"
