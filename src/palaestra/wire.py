@@ -7,6 +7,8 @@ This is the one place that knows both sides; the server and the clients only cal
 from __future__ import annotations
 
 import json
+import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,9 +32,17 @@ _DTYPES: dict[str, Any] = {
     "bool": types_pb2.DTYPE_BOOL,
 }
 _DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
+# Hot-path lookups (a classic-RL env sends a tensor on every step): dtype objects to codes and back.
+_CODES_BY_DTYPE: dict[np.dtype[Any], Any] = {np.dtype(name): code for name, code in _DTYPES.items()}
+_WIRE_DTYPES: dict[int, np.dtype[Any]] = {
+    code: np.dtype(name).newbyteorder("<") for name, code in _DTYPES.items()
+}
+_LITTLE_ENDIAN_HOST = sys.byteorder == "little"
 
 
 def dtype_to_proto(dtype: str | np.dtype[Any] | type) -> Any:
+    if isinstance(dtype, np.dtype) and dtype in _CODES_BY_DTYPE:
+        return _CODES_BY_DTYPE[dtype]
     name = np.dtype(dtype).name
     if name not in _DTYPES:
         raise ValueError(f"dtype {name} cannot travel; supported: {', '.join(_DTYPES)}")
@@ -85,19 +95,22 @@ def tensor_to_proto(array: np.ndarray, out: types_pb2.Tensor | None = None) -> t
     message = out if out is not None else types_pb2.Tensor()
     message.dtype = dtype_to_proto(array.dtype)
     message.shape[:] = array.shape
-    message.data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes(order="C")
+    if not (_LITTLE_ENDIAN_HOST and array.dtype.isnative):  # the wire is little-endian
+        array = array.astype(array.dtype.newbyteorder("<"))
+    message.data = array.tobytes(order="C")
     return message
 
 
 def tensor_from_proto(message: types_pb2.Tensor) -> np.ndarray:
-    dtype = np.dtype(dtype_from_proto(message.dtype)).newbyteorder("<")
+    dtype = _WIRE_DTYPES.get(message.dtype) or np.dtype(dtype_from_proto(message.dtype))  # raises if unknown
     shape = tuple(message.shape)
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if len(message.data) != expected:
         raise ValueError(
             f"tensor of shape {shape} and dtype {dtype.name} needs {expected} bytes, got {len(message.data)}"
         )
-    return np.frombuffer(message.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
+    array = np.frombuffer(message.data, dtype=dtype).reshape(shape)
+    return array if _LITTLE_ENDIAN_HOST else array.astype(dtype.newbyteorder("="))
 
 
 # ---------------------------------------------------------------- spaces
@@ -233,13 +246,26 @@ def component_to_proto(c: t.RewardComponent, out: types_pb2.RewardComponent) -> 
     out.kind, out.status = _enum(c.kind), _enum(c.status)
 
 
+# Enum lookups by wire value (0, unset, means the default); calling the Enum class is several times slower.
+_REWARD_KINDS = {0: t.RewardKind.OUTCOME, **{kind.value: kind for kind in t.RewardKind}}
+_STATUSES = {0: t.ComponentStatus.OK, **{status.value: status for status in t.ComponentStatus}}
+
+
+def _reward_kind(value: int) -> t.RewardKind:
+    return _REWARD_KINDS.get(value) or t.RewardKind(value)  # an unknown value raises ValueError
+
+
+def _status(value: int) -> t.ComponentStatus:
+    return _STATUSES.get(value) or t.ComponentStatus(value)
+
+
 def component_from_proto(p: types_pb2.RewardComponent) -> t.RewardComponent:
     return t.RewardComponent(
         name=p.name,
-        kind=t.RewardKind(p.kind or t.RewardKind.OUTCOME.value),
+        kind=_reward_kind(p.kind),
         value=p.value,
         weight=p.weight,
-        status=t.ComponentStatus(p.status or t.ComponentStatus.OK.value),
+        status=_status(p.status),
         detail=p.detail,
     )
 
@@ -259,7 +285,7 @@ def checklist_from_proto(p: types_pb2.ChecklistItemResult) -> t.ChecklistItemRes
         passed=p.passed,
         weight=p.weight,
         score=p.score,
-        status=t.ComponentStatus(p.status or t.ComponentStatus.OK.value),
+        status=_status(p.status),
         reason=p.reason,
         evidence=[t.Evidence(turn=e.turn, step=e.step, snippet=e.snippet) for e in p.evidence],
     )

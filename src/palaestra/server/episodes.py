@@ -52,6 +52,7 @@ class Episode:
     trajectory: list[dict[str, Any]] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     env_closed: bool = False
+    record_trajectory: bool = True  # off when no plugin implements palaestra_episode_finished
 
     @property
     def spec(self) -> t.EnvSpec:
@@ -163,7 +164,7 @@ class Episode:
                 else:
                     tally.not_ok += 1
         self.finished = result.done if result.agents or result.infra_failure else self.finished
-        if len(self.trajectory) < MAX_TRAJECTORY:
+        if self.record_trajectory and len(self.trajectory) < MAX_TRAJECTORY:
             self.trajectory.append(_trajectory_entry(self.steps, actions, result))
 
     # ------------------------------------------------------------ closing
@@ -273,10 +274,19 @@ class EpisodeTable:
         self._reserved -= count
         self._per_owner[owner] -= count
 
-    def add(self, registration: EnvRegistration, env: AnyEnv, owner: str, episode_id: str) -> Episode:
+    def add(
+        self,
+        registration: EnvRegistration,
+        env: AnyEnv,
+        owner: str,
+        episode_id: str,
+        record_trajectory: bool = True,
+    ) -> Episode:
         """Turn one reserved slot into an episode."""
         self._reserved -= 1
-        episode = Episode(episode_id, registration, env, owner, self.executor)
+        episode = Episode(
+            episode_id, registration, env, owner, self.executor, record_trajectory=record_trajectory
+        )
         self._episodes[episode.id] = episode
         return episode
 

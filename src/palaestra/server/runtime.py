@@ -39,6 +39,8 @@ class Runtime:
         self.metrics = Metrics()
         self.table = EpisodeTable(config.max_episodes, config.max_episodes_per_client, config.env_threads)
         self.draining = False
+        # Building per-step trajectory dicts costs as much as a small env step: skip it when nobody listens.
+        self.record_trajectories = bool(plugins.hook.palaestra_episode_finished.get_hookimpls())
 
     # ------------------------------------------------------------ open
 
@@ -72,7 +74,9 @@ class Runtime:
                     logger=logging.getLogger(f"palaestra.env.{registration.spec.id}"),
                 )
                 env = _build_env(registration.factory, context)
-                opened.append(self.table.add(registration, env, owner, episode_id))
+                opened.append(
+                    self.table.add(registration, env, owner, episode_id, self.record_trajectories)
+                )
             results = await asyncio.gather(*(episode.reset(seed, options) for episode in opened))
         except BaseException:
             self.table.release_reservation(owner, count - len(opened))
@@ -143,8 +147,9 @@ class Runtime:
             self.metrics.errors.labels(exc.code.name).inc()
             out.error.CopyFrom(exc.to_status())
             return
-        self.metrics.steps.labels(episode.spec.id).inc()
-        self.metrics.step_latency.labels(episode.spec.id).observe(episode.env_seconds - before)
+        steps, latency = self.metrics.step_meters(episode.spec.id)
+        steps.inc()
+        latency.observe(episode.env_seconds - before)
         await self._fill(out, episode, result)
 
     async def _fill(self, out: types_pb2.EpisodeResult, episode: Episode, result: t.StepResult) -> None:

@@ -30,7 +30,8 @@ def _expression(step: EpisodeStep) -> str | None:
 
 
 def _answer(value: str) -> Action:
-    return Action(message=Message("assistant", f"Computing it gives {value}, so the answer is \\boxed{{{value}}}."))
+    text = f"Computing it gives {value}, so the answer is \\boxed{{{value}}}."
+    return Action(message=Message("assistant", text))
 
 
 def make_scripted_policy(env_id: str, seed: int | None = None) -> Policy | None:
@@ -46,9 +47,11 @@ def make_scripted_policy(env_id: str, seed: int | None = None) -> Policy | None:
             return {DEFAULT_AGENT: Action(text="I do not know.")}
         tool_replies = [m for m in step.result.observation.messages if m.role == "tool"]
         if uses_tool and not tool_replies:
-            code = "from fractions import Fraction as F\nprint(" + re.sub(r"(\d+)", r"F(\1)", expression) + ")"
+            exact = re.sub(r"(\d+)", r"F(\1)", expression)  # exact fractions, as the task asks
+            code = f"from fractions import Fraction as F\nprint({exact})"
             call = ToolCall(name="python", arguments=json.dumps({"code": code}), id="call-1")
-            return {DEFAULT_AGENT: Action(message=Message("assistant", "Let me compute it.", tool_calls=[call]))}
+            message = Message("assistant", "Let me compute it.", tool_calls=[call])
+            return {DEFAULT_AGENT: Action(message=message)}
         if tool_replies:
             return {DEFAULT_AGENT: _answer(tool_replies[-1].content.strip())}
         value = evaluate(expression)
