@@ -1,0 +1,1 @@
+"""Reward machinery shared by plugins (checklists, judges)."""
