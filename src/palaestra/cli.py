@@ -84,7 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox_commands = sandbox.add_subparsers(title="sandbox commands")
     build = sandbox_commands.add_parser("build", help="build the sandbox profile images")
     build.add_argument("--profile", action="append", default=None, help="only this profile (repeatable)")
-    build.add_argument("--offline", action="store_true", help="debootstrap + docker import (no registry)")
+    build.add_argument(
+        "--source",
+        choices=["auto", "dockerfile", "debootstrap"],
+        default="auto",
+        help="Dockerfiles need a registry; debootstrap + docker import works offline (auto: try in that order)",
+    )
+    build.add_argument("--force", action="store_true", help="rebuild images that exist")
     build.set_defaults(handler=cmd_sandbox_build)
 
     for module_name, function in OPTIONAL_COMMANDS:
@@ -178,12 +184,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox_build(args: argparse.Namespace) -> int:
-    from palaestra.sandbox import images
+    from palaestra.sandbox.images import build_images
 
-    argv = ["build", *(["--offline"] if args.offline else [])]
-    for profile in args.profile or []:
-        argv += ["--profile", profile]
-    images.main(argv)
+    for profile, tag in build_images(args.profile, source=args.source, force=args.force).items():
+        console.print(f"{profile}: {tag}")
     return 0
 
 

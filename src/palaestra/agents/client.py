@@ -30,7 +30,7 @@ import numpy as np
 
 from palaestra import types as t
 from palaestra import wire
-from palaestra.v1 import catalog_pb2, catalog_pb2_grpc, env_pb2, env_pb2_grpc
+from palaestra.v1 import catalog_pb2, catalog_pb2_grpc, env_pb2, env_pb2_grpc, types_pb2
 
 ActionLike = t.Action | t.Message | str | int | np.integer[Any] | np.ndarray
 Actions = ActionLike | Mapping[str, ActionLike]
@@ -117,6 +117,8 @@ class AsyncClient:
         self.unary = env_pb2_grpc.EnvServiceStub(self.channel)
         self._ids = itertools.count(1)
         self._pending: dict[str, asyncio.Future[env_pb2.SessionResponse]] = {}
+        # Single steps and resets asked for in the same event-loop turn, waiting to travel together.
+        self._queued: dict[str, list[tuple[Any, asyncio.Future[Any]]]] = {"step": [], "reset": []}
         self._outbox: asyncio.Queue[env_pb2.SessionRequest | None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._stream_error: BaseException | None = None
@@ -165,16 +167,17 @@ class AsyncClient:
                     future.set_exception(error)
             self._pending.clear()
 
-    async def _call(self, request: env_pb2.SessionRequest) -> env_pb2.SessionResponse:
+    def _send(self, request: env_pb2.SessionRequest) -> asyncio.Future[env_pb2.SessionResponse]:
+        """Put a request on the stream; the returned future gets its reply."""
         outbox = self._ensure_stream()
         request.request_id = str(next(self._ids))
         future: asyncio.Future[env_pb2.SessionResponse] = asyncio.get_running_loop().create_future()
         self._pending[request.request_id] = future
         outbox.put_nowait(request)
-        reply = await future
-        if reply.WhichOneof("response") == "error":
-            raise _error_from_status(reply.error)
-        return reply
+        return future
+
+    async def _call(self, request: env_pb2.SessionRequest) -> env_pb2.SessionResponse:
+        return _checked(await self._send(request))
 
     # ------------------------------------------------------------ episodes
 
@@ -208,8 +211,7 @@ class AsyncClient:
             item.seed = seed
         if options:
             item.options.CopyFrom(wire.struct_from_dict(options))
-        reply = await self._call(env_pb2.SessionRequest(reset=env_pb2.ResetRequest(episodes=[item])))
-        return _single(reply.reset.episodes)
+        return _single([await self._coalesced("reset", item)])
 
     async def reset_many(self, episode_ids: Sequence[str]) -> list[t.EpisodeStep]:
         """Reset many episodes (each continuing its own random stream) in one message."""
@@ -218,11 +220,41 @@ class AsyncClient:
         return [_single([e]) for e in reply.reset.episodes]
 
     async def step(self, episode_id: str, action: Actions) -> t.EpisodeStep:
-        """Step one episode. `action` is one action, or {agent: action} for multi-agent environments."""
-        request = env_pb2.StepRequest()
-        _fill_actions(request.episodes.add(episode_id=episode_id), action)
-        reply = await self._call(env_pb2.SessionRequest(step=request))
-        return _single(reply.step.episodes)
+        """Step one episode. `action` is one action, or {agent: action} for multi-agent environments.
+
+        Steps that several coroutines ask for in the same event-loop turn travel in ONE message (each
+        episode still gets its own result or error), so many concurrent episodes cost few messages.
+        """
+        item = env_pb2.EpisodeActions(episode_id=episode_id)
+        _fill_actions(item, action)
+        return _single([await self._coalesced("step", item)])
+
+    async def _coalesced(self, kind: str, item: Any) -> types_pb2.EpisodeResult:
+        """Send a one-episode step or reset together with the others of its kind that coroutines ask for
+        in the same event-loop turn: many concurrent episodes then cost a few messages, not one each."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        queue = self._queued[kind]
+        queue.append((item, future))
+        if len(queue) == 1:
+            loop.call_soon(self._send_queued, kind)
+        result: types_pb2.EpisodeResult = await future
+        return result
+
+    def _send_queued(self, kind: str) -> None:
+        queued, self._queued[kind] = self._queued[kind], []
+        items = [item for item, _ in queued]
+        waiting = [future for _, future in queued]
+        if kind == "step":
+            request = env_pb2.SessionRequest(step=env_pb2.StepRequest(episodes=items))
+        else:
+            request = env_pb2.SessionRequest(reset=env_pb2.ResetRequest(episodes=items))
+        try:
+            reply = self._send(request)
+        except PalaestraError as exc:
+            _fail(waiting, exc)
+            return
+        reply.add_done_callback(lambda done: _deliver(done, kind, waiting))
 
     async def step_many(
         self, actions: Mapping[str, Actions], *, raise_errors: bool = True
@@ -293,6 +325,36 @@ class AsyncClient:
             except (TimeoutError, asyncio.CancelledError):
                 self._reader.cancel()
         await self.channel.close()
+
+
+def _checked(reply: env_pb2.SessionResponse) -> env_pb2.SessionResponse:
+    if reply.WhichOneof("response") == "error":
+        raise _error_from_status(reply.error)
+    return reply
+
+
+def _fail(futures: Sequence[asyncio.Future[Any]], error: BaseException) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)
+
+
+def _deliver(
+    reply: asyncio.Future[env_pb2.SessionResponse], kind: str, waiting: list[asyncio.Future[Any]]
+) -> None:
+    """Hand each coalesced step or reset its own result: the reply lists them in request order."""
+    try:
+        episodes = getattr(_checked(reply.result()), kind).episodes
+    except BaseException as exc:  # a broken stream, a refused request or a cancelled reply
+        _fail(waiting, exc)
+        return
+    if len(episodes) != len(waiting):
+        error = f"the server answered {len(episodes)} of {len(waiting)} {kind}s in one message"
+        _fail(waiting, PalaestraError(grpc.StatusCode.INTERNAL, error))
+        return
+    for future, episode in zip(waiting, episodes, strict=True):
+        if not future.done():  # its caller may have been cancelled
+            future.set_result(episode)
 
 
 def _single(episodes: Sequence[Any]) -> t.EpisodeStep:

@@ -17,7 +17,7 @@ import grpc
 
 from palaestra import types as t
 from palaestra import wire
-from palaestra.env import EnvContext, InvalidAction
+from palaestra.env import AsyncEnv, EnvContext, InvalidAction
 from palaestra.pluginmanager import Plugins
 from palaestra.registry import UnknownEnvironment
 from palaestra.server.config import ServerConfig
@@ -74,9 +74,7 @@ class Runtime:
                     logger=logging.getLogger(f"palaestra.env.{registration.spec.id}"),
                 )
                 env = _build_env(registration.factory, context)
-                opened.append(
-                    self.table.add(registration, env, owner, episode_id, self.record_trajectories)
-                )
+                opened.append(self.table.add(registration, env, owner, episode_id, self.record_trajectories))
             results = await asyncio.gather(*(episode.reset(seed, options) for episode in opened))
         except BaseException:
             self.table.release_reservation(owner, count - len(opened))
@@ -94,6 +92,25 @@ class Runtime:
         await episode.close_env()
 
     # ------------------------------------------------------------ reset and step
+
+    def runs_inline(self, request: env_pb2.SessionRequest, owner: str) -> bool:
+        """True for a reset or step whose episodes all belong to this owner and run inline (synchronous,
+        microseconds): such a request never waits on anything, so a transport may handle it at once."""
+        kind = request.WhichOneof("request")
+        if kind == "step":
+            episode_ids = [item.episode_id for item in request.step.episodes]
+        elif kind == "reset":
+            episode_ids = [item.episode_id for item in request.reset.episodes]
+        else:
+            return False
+        for episode_id in episode_ids:
+            try:
+                env = self.table.get(episode_id, owner).env
+            except ServiceError:
+                return False  # the normal path reports it
+            if isinstance(env, AsyncEnv) or not env.runs_inline:
+                return False
+        return bool(episode_ids)
 
     async def reset(self, request: env_pb2.ResetRequest, owner: str) -> env_pb2.ResetResponse:
         response = env_pb2.ResetResponse()

@@ -94,10 +94,14 @@ class EnvService(env_pb2_grpc.EnvServiceServicer):
         replies: asyncio.Queue[env_pb2.SessionResponse | None],
     ) -> None:
         """Handle each request as its own task, so a slow episode never holds up the others.
-        Steps of one episode still run in order: the episode's lock is fair."""
+        Steps of one episode still run in order: the episode's lock is fair. A request for inline
+        environments, with nothing else in flight, is handled at once: a task would only add cost."""
         in_flight: set[asyncio.Task[None]] = set()
         try:
             async for request in requests:
+                if not in_flight and self.runtime.runs_inline(request, owner):
+                    await self._handle(request, owner, replies)
+                    continue
                 task = asyncio.create_task(self._handle(request, owner, replies))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)

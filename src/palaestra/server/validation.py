@@ -40,7 +40,8 @@ def check_action(space: t.Space, action: t.Action) -> None:
             if kind != "text":
                 raise invalid(f"got {_show(action)}; expected {describe_space(space)}")
             if max_length and len(action.text or "") > max_length:
-                raise invalid(f"the text action has {len(action.text or '')} characters; expected {describe_space(space)}")
+                length = len(action.text or "")
+                raise invalid(f"the text action has {length} characters; expected {describe_space(space)}")
         case t.ChatSpace():
             if kind not in ("text", "message"):
                 raise invalid(f"got {_show(action)}; expected {describe_space(space)}")
