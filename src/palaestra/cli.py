@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--source",
         choices=["auto", "dockerfile", "debootstrap"],
         default="auto",
-        help="Dockerfiles need a registry; debootstrap + docker import works offline (auto: try in that order)",
+        help="dockerfile needs a registry; debootstrap + docker import works offline; auto tries both",
     )
     build.add_argument("--force", action="store_true", help="rebuild images that exist")
     build.set_defaults(handler=cmd_sandbox_build)
