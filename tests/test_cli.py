@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,31 @@ def test_version_and_config_errors() -> None:
     assert _cli("--version").stdout.startswith("palaestra 0.1.0")
     bad = _cli("envs", "--port", "99999")
     assert bad.returncode == 2 and "between 0 and 65535" in bad.stdout
+
+
+def test_games_tournament_and_leaderboard(tmp_path: Path) -> None:
+    results = str(tmp_path / "results.jsonl")
+    played = _cli(
+        "games",
+        "tournament",
+        "games/tictactoe",
+        "--player",
+        "perfect=minimax",
+        "--player",
+        "coin=random",
+        "--rounds",
+        "2",
+        "--results",
+        results,
+    )
+    assert played.returncode == 0, played.stderr
+    board = _cli("games", "leaderboard", "--results", results)
+    lines = [line for line in board.stdout.splitlines() if line.strip()]
+    assert lines[1].split()[1] == "perfect", "a perfect tic-tac-toe player never loses to a random one"
+
+
+def test_run_shows_the_board_of_a_game() -> None:
+    run = _cli(
+        "run", "games/tictactoe", "--episodes", "1", "--disable-plugin", "code", "--disable-plugin", "tools"
+    )
+    assert run.returncode == 0 and "player_1 sees" in run.stdout and "games/tictactoe results" in run.stdout

@@ -8,7 +8,7 @@ import contextlib
 import importlib
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -19,7 +19,7 @@ from rich.table import Table
 import palaestra
 from palaestra import types as t
 from palaestra.agents.client import Client, PalaestraError
-from palaestra.agents.policies import make_policy
+from palaestra.agents.policies import make_policy, renderer
 from palaestra.server.config import ConfigError, ServerConfig, load_config
 
 console = Console()
@@ -224,9 +224,10 @@ def run_episode(
 ) -> t.EpisodeSummary:
     policy_name, policy = make_policy(spec, seed, policy_kind)
     [step] = client.open(spec.id, seed=seed, options=options)
+    render = renderer(spec)
     if show:
         console.rule(f"{spec.id} seed {seed} - {policy_name} agent")
-        show_step(step)
+        show_step(step, render)
     cap = spec.max_episode_steps or 10_000
     while not step.done and step.step_index < cap:
         actions = policy(step)
@@ -235,7 +236,7 @@ def run_episode(
                 console.print(f"[bold cyan]{agent} >[/bold cyan] {escape(describe_action(action))}")
         step = client.step(step.episode_id, actions)
         if show:
-            show_step(step)
+            show_step(step, render)
     [summary] = client.close(step.episode_id)
     return summary
 
@@ -249,10 +250,12 @@ def describe_action(action: t.Action) -> str:
     return str(action.text if action.text is not None else action.discrete)
 
 
-def show_step(step: t.EpisodeStep) -> None:
+def show_step(step: t.EpisodeStep, render: Callable[[t.Observation], str] | None = None) -> None:
     for agent, result in step.agents.items():
         for message in result.observation.messages:
             console.print(f"[dim]{message.role}[/dim] {escape(message.content)}")
+        if render is not None and result.observation.tensor is not None and not result.observation.messages:
+            console.print(f"[dim]{agent} sees[/dim]\n{escape(render(result.observation))}")
         if result.components:
             parts = ", ".join(
                 f"{c.name}={c.value:g}"

@@ -78,20 +78,29 @@ def random_policy(spec: t.EnvSpec, seed: int | None = None) -> Policy:
     return act
 
 
-def scripted_policy(spec: t.EnvSpec, seed: int | None = None) -> Policy | None:
-    """The plugin's scripted agent: built-in ones by id prefix, third-party ones from the plugin's module."""
+def _plugin_helper(spec: t.EnvSpec, attribute: str) -> Any:
+    """`attribute` from the module that offers helpers for this environment's plugin, if any."""
     module_names = [name for prefix, name in SCRIPTED_AGENTS.items() if spec.id.startswith(prefix)]
     module_names += [ep.value for ep in entry_points(group="palaestra.plugins") if ep.name == spec.plugin]
     for module_name in module_names:
         try:
-            module: Any = importlib.import_module(module_name)
+            module = importlib.import_module(module_name)
         except ImportError:
             continue
-        make = getattr(module, "make_scripted_policy", None)
-        policy = make(spec.id, seed) if make is not None else None
-        if policy is not None:
-            return policy  # type: ignore[no-any-return]
+        if hasattr(module, attribute):
+            return getattr(module, attribute)
     return None
+
+
+def scripted_policy(spec: t.EnvSpec, seed: int | None = None) -> Policy | None:
+    """The plugin's scripted agent, or None (it may also decline environments it cannot play)."""
+    make = _plugin_helper(spec, "make_scripted_policy")
+    return make(spec.id, seed) if make is not None else None  # type: ignore[no-any-return]
+
+
+def renderer(spec: t.EnvSpec) -> Callable[[t.Observation], str] | None:
+    """The plugin's `render_text(observation)`, for showing tensor observations (e.g. game boards)."""
+    return _plugin_helper(spec, "render_text")  # type: ignore[no-any-return]
 
 
 def make_policy(spec: t.EnvSpec, seed: int | None = None, kind: str = "auto") -> tuple[str, Policy]:

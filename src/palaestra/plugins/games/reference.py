@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from palaestra.types import Action, AgentResult, Observation
+from palaestra.types import Action, AgentResult, EpisodeStep, Observation
 
 
 def render_text(observation: Observation) -> str:
@@ -63,3 +63,14 @@ def _barter_line(observation: Observation, rng: random.Random) -> str:
     counts = observation.info.get("counts", {})
     keep = " ".join(f"{good}={rng.randint(0, int(n))}" for good, n in counts.items())
     return f"What do you value most? PROPOSE: {keep}" if keep else "Hello."
+
+
+def make_scripted_policy(env_id: str, seed: int | None = None) -> Callable[[EpisodeStep], dict[str, Action]]:
+    """The form `palaestra run` asks for: self-play, every acting seat moved by `scripted_policy`."""
+    policy = scripted_policy(env_id, seed)
+
+    def act(step: EpisodeStep) -> dict[str, Action]:
+        seats = [step.next_agent] if step.next_agent else list(step.agents)
+        return {seat: policy(seat, step.agents.get(seat, AgentResult())) for seat in seats}
+
+    return act
