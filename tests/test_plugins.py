@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from palaestra import ChatSpace, EnvSpec
+from palaestra.agents.client import Client
 from palaestra.pluginmanager import load_plugins
 from palaestra.registry import EnvRegistry, RegistrationError
 
@@ -109,3 +110,11 @@ def test_separately_installed_plugin_is_served(tmp_path: Path) -> None:
         env=env,
     ).stdout
     assert "hello/guess-the-number results" in run
+
+
+def test_any_installed_pettingzoo_env_resolves_on_demand(client: Client) -> None:
+    spec = client.describe("pettingzoo/classic/leduc_holdem_v4")
+    assert spec.kind.name == "TURN_BASED" and len(spec.agents) == 2
+    [first] = client.open("pettingzoo/classic/leduc_holdem_v4", seed=1)
+    assert first.next_agent in spec.agents and first.agents[first.next_agent].observation.action_mask is not None
+    client.close(first.episode_id)
