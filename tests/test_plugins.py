@@ -116,5 +116,6 @@ def test_any_installed_pettingzoo_env_resolves_on_demand(client: Client) -> None
     spec = client.describe("pettingzoo/classic/leduc_holdem_v4")
     assert spec.kind.name == "TURN_BASED" and len(spec.agents) == 2
     [first] = client.open("pettingzoo/classic/leduc_holdem_v4", seed=1)
-    assert first.next_agent in spec.agents and first.agents[first.next_agent].observation.action_mask is not None
+    assert first.next_agent in spec.agents
+    assert first.agents[first.next_agent].observation.action_mask is not None
     client.close(first.episode_id)
