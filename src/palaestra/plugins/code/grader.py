@@ -1,0 +1,260 @@
+"""Grading a submission in a sandbox: compile (if the language needs it), then run the supervisor.
+
+Order matters for integrity: the submission is written and compiled BEFORE any test data enters the
+sandbox (a C++ `#include "../tests.json"` would otherwise embed hidden data into the binary). The test
+data then goes into a fresh randomly named directory together with the supervisor, which loads it,
+deletes it and only then starts the submission (see supervisor.py).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from palaestra.env import InfraError
+from palaestra.plugins.code.languages import Language, fill
+from palaestra.plugins.code.tasks import CodeTask, FunctionTest, IOTest, Test
+from palaestra.sandbox.api import ExecResult, ExecStatus, Sandbox, SandboxError
+
+SUPERVISOR_SOURCE = Path(__file__).with_name("supervisor.py").read_text(encoding="utf-8")
+PASS = "pass"
+NOT_RUN = "not_run"
+COMPILE_ERROR = "compile_error"
+
+
+@dataclass
+class TestOutcome:
+    __test__ = False  # not a pytest class
+
+    name: str
+    status: str  # pass | fail | error | timeout | memory | output_limit | crash | compile_error | not_run
+    message: str = ""
+    expected: str = ""
+    got: str = ""
+    input: str = ""
+    stderr: str = ""
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASS
+
+
+@dataclass
+class GradeReport:
+    outcomes: list[TestOutcome] = field(default_factory=list)
+    compiled: bool = True
+    compile_output: str = ""
+
+    @property
+    def total(self) -> int:
+        return len(self.outcomes)
+
+    @property
+    def passed(self) -> int:
+        return sum(o.passed for o in self.outcomes)
+
+    @property
+    def fraction(self) -> float:
+        return self.passed / self.total if self.total else 0.0
+
+    @property
+    def all_passed(self) -> bool:
+        return self.total > 0 and self.passed == self.total
+
+    @property
+    def timed_out(self) -> list[str]:
+        return [o.name for o in self.outcomes if o.status == "timeout"]
+
+    def subset(self, start: int, stop: int) -> GradeReport:
+        return GradeReport(self.outcomes[start:stop], self.compiled, self.compile_output)
+
+
+@dataclass(frozen=True)
+class GraderSettings:
+    python: str = "python3"  # interpreter for the supervisor (and `{python}` in run commands)
+    wall_factor: float = 3.0  # wall deadline = time limit * factor + 1 s (CPU time is the real limit)
+    report_chars: int = 400  # per reported field
+    output_limit: int = 8 << 20  # bytes a test's program may write
+
+
+def _check_exec(result: ExecResult, what: str) -> ExecResult:
+    if result.status is ExecStatus.SANDBOX_ERROR:
+        raise InfraError("sandbox", f"{what} failed in the sandbox: {result.detail or result.stderr[-500:]}")
+    return result
+
+
+async def _write(sandbox: Sandbox, path: str, data: str) -> None:
+    try:
+        await sandbox.write_file(path, data)
+    except SandboxError as exc:
+        raise InfraError("sandbox", f"writing {path}: {exc}") from exc
+
+
+async def run_checked(sandbox: Sandbox, argv: list[str], what: str, **kwargs: Any) -> ExecResult:
+    try:
+        result = await sandbox.exec(argv, **kwargs)
+    except SandboxError as exc:
+        raise InfraError("sandbox", f"{what}: {exc}") from exc
+    return _check_exec(result, what)
+
+
+class Grader:
+    """Runs one language's submissions against tests."""
+
+    def __init__(self, language: Language, settings: GraderSettings | None = None) -> None:
+        self.language = language
+        self.settings = settings or GraderSettings()
+
+    async def write_submission(self, sandbox: Sandbox, code: str, prefix: str = "sub") -> str:
+        directory = f"{prefix}-{secrets.token_hex(6)}"
+        await _write(sandbox, f"{directory}/{self.language.source_file}", code)
+        return directory
+
+    async def compile(self, sandbox: Sandbox, directory: str) -> tuple[bool, str]:
+        """(compiled, compiler output). A compile error is the submission's outcome, not a failure."""
+        if not self.language.compiled:
+            return True, ""
+        limits = sandbox.profile.limits.with_overrides(
+            wall_seconds=self.language.compile_seconds,
+            cpu_seconds=self.language.compile_seconds,
+            memory_mb=self.language.compile_memory_mb,
+        )
+        result = await run_checked(
+            sandbox,
+            fill(self.language.compile_argv, directory),
+            "compiling",
+            timeout=self.language.compile_seconds,
+            limits=limits,
+        )
+        if result.status is ExecStatus.OK and result.exit_code in (126, 127):
+            raise InfraError("sandbox", f"the compiler could not be started: {result.stderr[-500:]}")
+        output = (result.stderr + result.stdout)[-4000:]
+        if result.status is ExecStatus.TIMEOUT:
+            return False, f"compilation timed out after {self.language.compile_seconds:.0f} s\n{output}"
+        return result.ok, output
+
+    def _spec(self, task: CodeTask, directory: str, tests: Sequence[Test]) -> dict[str, Any]:
+        settings = self.settings
+        spec: dict[str, Any] = {
+            "style": task.style,
+            "submission_dir": directory,
+            "module_path": f"{directory}/{self.language.source_file}",
+            "run_argv": list(self.language.run_argv),
+            "entry_point": task.entry_point,
+            "setup_code": task.setup_code,
+            "time_limit": task.time_limit,
+            "memory_mb": task.memory_mb,
+            "wall_factor": settings.wall_factor,
+            "wall_seconds": task.time_limit * settings.wall_factor + 1.0,
+            "checker": task.checker,
+            "float_tolerance": task.float_tolerance,
+            "report_chars": settings.report_chars,
+            "output_limit": settings.output_limit,
+            "tests": [_test_record(t) for t in tests],
+        }
+        return spec
+
+    def _budget(self, task: CodeTask, tests: Sequence[Test]) -> float:
+        per_test = [
+            (t.time_limit if isinstance(t, IOTest) and t.time_limit else task.time_limit)
+            * self.settings.wall_factor
+            + 1.5
+            for t in tests
+        ]
+        return sum(per_test) + 10.0
+
+    async def grade(self, sandbox: Sandbox, task: CodeTask, code: str, tests: Sequence[Test]) -> GradeReport:
+        directory = await self.write_submission(sandbox, code)
+        compiled, output = await self.compile(sandbox, directory)
+        if not compiled:
+            outcomes = [TestOutcome(t.name, COMPILE_ERROR, "compilation failed") for t in tests]
+            return GradeReport(outcomes, compiled=False, compile_output=output)
+        return await self.run_tests(sandbox, task, directory, tests, compile_output=output)
+
+    async def run_tests(
+        self,
+        sandbox: Sandbox,
+        task: CodeTask,
+        directory: str,
+        tests: Sequence[Test],
+        compile_output: str = "",
+    ) -> GradeReport:
+        grade_dir = f"grade-{secrets.token_hex(8)}"
+        await _write(sandbox, f"{grade_dir}/spec.json", json.dumps(self._spec(task, directory, tests)))
+        await _write(sandbox, f"{grade_dir}/supervisor.py", SUPERVISOR_SOURCE)
+        nonce = secrets.token_hex(16)
+        budget = self._budget(task, tests)
+        memory = max([task.memory_mb] + [t.memory_mb for t in tests if isinstance(t, IOTest)])
+        limits = sandbox.profile.limits.with_overrides(
+            wall_seconds=budget,
+            cpu_seconds=budget,
+            memory_mb=memory + 256,
+            output_bytes=max(sandbox.profile.limits.output_bytes, 4 << 20),
+        )
+        argv = [self.settings.python, "-I", f"{grade_dir}/supervisor.py", grade_dir]
+        result = await run_checked(
+            sandbox, argv, "grading", stdin=nonce + "\n", timeout=budget, limits=limits
+        )
+        report = parse_results(result, nonce, tests)
+        report.compile_output = compile_output
+        return report
+
+
+def _test_record(test: Test) -> dict[str, Any]:
+    if isinstance(test, FunctionTest):
+        return {"name": test.name, "code": test.code}
+    return {
+        "name": test.name,
+        "input": test.input,
+        "output": test.output,
+        "time_limit": test.time_limit,
+        "memory_mb": test.memory_mb,
+    }
+
+
+def parse_results(result: ExecResult, nonce: str, tests: Sequence[Test]) -> GradeReport:
+    """Read the nonce-tagged lines; tests without a line did not pass."""
+    tag = nonce + "\t"
+    lines = [line[len(tag) :] for line in result.stdout.splitlines() if line.startswith(tag)]
+    if not lines or lines[0] != "START":
+        raise InfraError(
+            "grader",
+            f"the grading supervisor did not start (status {result.status.value}, exit {result.exit_code}): "
+            f"{result.stderr[-800:]}",
+        )
+    by_index: dict[int, dict[str, Any]] = {}
+    for line in lines[1:]:
+        if line == "END":
+            continue
+        record = json.loads(line)
+        if record.get("status") == "harness_error":
+            raise InfraError("grader", f"the grading harness failed: {record.get('message', '')}")
+        by_index[int(record["index"])] = record
+    if result.status is ExecStatus.TIMEOUT:
+        missing = "the grading run hit its overall time limit before this test"
+    else:
+        missing = "the grading run ended before this test (the submission may have killed the grader)"
+    outcomes = []
+    for index, test in enumerate(tests):
+        record = by_index.get(index)
+        if record is None:
+            outcomes.append(TestOutcome(test.name, NOT_RUN, missing))
+            continue
+        outcomes.append(
+            TestOutcome(
+                name=test.name,
+                status=str(record.get("status", "error")),
+                message=str(record.get("message", "")),
+                expected=str(record.get("expected", "")),
+                got=str(record.get("got", "")),
+                input=str(record.get("input", "")),
+                stderr=str(record.get("stderr", "")),
+                seconds=float(record.get("seconds", 0.0)),
+            )
+        )
+    return GradeReport(outcomes)
