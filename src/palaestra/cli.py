@@ -22,7 +22,8 @@ from palaestra.agents.client import Client, PalaestraError
 from palaestra.agents.policies import make_policy, renderer
 from palaestra.server.config import ConfigError, ServerConfig, load_config
 
-console = Console()
+# Piped output (CI logs, files) gets a readable width instead of the 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 # Subcommands contributed by optional parts: (module, function adding the subparser).
 OPTIONAL_COMMANDS = (

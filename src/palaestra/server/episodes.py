@@ -160,7 +160,7 @@ class Episode:
                 tally = self.tallies[agent].setdefault(c.name, ComponentTally(c.kind))
                 tally.count += 1
                 if c.status is t.ComponentStatus.OK:
-                    tally.total += c.value * c.weight
+                    tally.total += c.value
                 else:
                     tally.not_ok += 1
         self.finished = result.done if result.agents or result.infra_failure else self.finished

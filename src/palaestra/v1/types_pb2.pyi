@@ -687,6 +687,8 @@ Global___EpisodeResult: _TypeAlias = EpisodeResult  # noqa: Y015
 
 @_typing.final
 class ComponentTotal(_message.Message):
+    """One reward component over a whole episode."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -697,8 +699,11 @@ class ComponentTotal(_message.Message):
     name: _builtins.str
     kind: Global___RewardKind.ValueType
     total: _builtins.float
+    """sum of the component's values (unweighted) over the steps where it was OK"""
     count: _builtins.int
+    """steps that reported it"""
     not_ok: _builtins.int
+    """of those, steps where it was not computed (timeout, error, not run)"""
     def __init__(
         self,
         *,
