@@ -36,5 +36,6 @@ python -c "import palaestra, torch, grpc; print('palaestra', palaestra.__version
 trap '"$ROOT/.ci/docker-down.sh" "$ROOT/.ci-work" || true' EXIT
 
 ruff check src tests benchmarks examples scripts
+ruff format --check src tests benchmarks examples scripts
 mypy
 python -m pytest -ra -p no:cacheprovider "$@"
