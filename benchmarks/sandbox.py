@@ -4,14 +4,17 @@
 
 Per backend: lease latency with an empty pool (cold) and from a filled warm pool; execution latency (p50/p99)
 and executions/s for a trivial Python program and a small unittest file at concurrency 1, 4 and 16 (one
-sandbox per concurrent client). Docker baselines measured in the same run: `docker run --rm` per job and
-`docker exec` per job in a warm container. Leaks: processes/containers/volumes left after shutdown.
+sandbox per concurrent client), plus the same programs at concurrency 1 with the runner's Python fast path
+(its fork server) bypassed, so they start a real interpreter. Docker baselines measured in the same run:
+`docker run --rm` per job and `docker exec` per job in a warm container. Leaks: processes/containers/volumes
+left after shutdown. The load average is printed before and after: other work on the machine skews figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import time
@@ -39,6 +42,8 @@ if __name__ == "__main__":
     unittest.main()
 """
 UNIT = ["python3", "test_add.py"]
+# CPython ignores this variable, but the runner execs a real interpreter for any PYTHON* variable it sets.
+BYPASS_FAST_PATH = {"PYTHON_BENCH_BYPASS_FORK_SERVER": "1"}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -74,12 +79,13 @@ async def lease_latency(backend: str, rounds: int) -> tuple[float, float]:
 
 
 async def exec_figures(
-    manager: SandboxManager, argv: list[str], concurrency: int, per_client: int
+    manager: SandboxManager, argv: list[str], concurrency: int, per_client: int, env: dict[str, str]
 ) -> dict[str, float]:
     sandboxes = await asyncio.gather(*(manager.lease("python", f"bench-{i}") for i in range(concurrency)))
     for sandbox in sandboxes:
         await sandbox.write_file("test_add.py", UNIT_TEST)
-        await sandbox.exec(argv)  # warm-up
+        await sandbox.exec(argv, env=env)  # warm-up
+    await quiesce(manager)
     latencies: list[float] = []
     failures = 0
 
@@ -87,7 +93,7 @@ async def exec_figures(
         nonlocal failures
         for _ in range(per_client):
             start = time.perf_counter()
-            result = await sandbox.exec(argv)  # type: ignore[attr-defined]
+            result = await sandbox.exec(argv, env=env)  # type: ignore[attr-defined]
             latencies.append(time.perf_counter() - start)
             failures += not result.ok
 
@@ -101,6 +107,17 @@ async def exec_figures(
         "per_s": len(latencies) / elapsed,
         "failures": failures,
     }
+
+
+async def quiesce(manager: SandboxManager, bound_seconds: float = 30.0) -> None:
+    """Let background work finish (released sandboxes removed, warm pools refilled): time executions only."""
+    await manager.settle()
+    deadline = time.monotonic() + bound_seconds
+    for backend in manager.backends.values():
+        for _profile, pool in getattr(backend, "pools", {}).values():
+            while (pool.creating or len(pool.ready) < pool.size) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)  # the new sandboxes' runners and fork servers finish starting
 
 
 def docker_baselines(rounds: int) -> dict[str, float]:
@@ -150,11 +167,15 @@ async def bench_backend(backend: str, rounds: int) -> list[str]:
     manager = SandboxManager.for_tests(backend=backend, pool_size=4, max_concurrent_creations=8)
     async with manager:
         for name, argv in (("trivial python", TRIVIAL), ("unittest file", UNIT)):
-            for concurrency in (1, 4, 16):
+            # The same program with the fork server bypassed right after its concurrency-1 row: the
+            # machine's other load changes less between the two than across the whole run.
+            bypassed = f"{name}, no fast path"
+            runs = [(name, 1, {}), (bypassed, 1, BYPASS_FAST_PATH), (name, 4, {}), (name, 16, {})]
+            for label, concurrency, env in runs:
                 per_client = max(rounds, 48 // concurrency)
-                f = await exec_figures(manager, argv, concurrency, per_client)
+                f = await exec_figures(manager, argv, concurrency, per_client, env)
                 lines.append(
-                    f"| {name} | {concurrency} | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} | "
+                    f"| {label} | {concurrency} | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} | "
                     f"{f['per_s']:.0f} | {f['failures']:.0f} |"
                 )
                 print(lines[-1], flush=True)
@@ -162,6 +183,10 @@ async def bench_backend(backend: str, rounds: int) -> list[str]:
     counts = await wait_for_no_leftovers(backends)
     lines += ["", f"- leaks after shutdown: {counts}", ""]
     return lines
+
+
+def load_average() -> str:
+    return ", ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 async def main() -> None:
@@ -176,12 +201,14 @@ async def main() -> None:
         "",
         "`python benchmarks/sandbox.py` on the 2-core development machine (shared).",
         "",
+        f"- load average at start: {load_average()}",
     ]
     for backend in backends:
         if backend == "docker" and docker_engine_problem():
             lines += [f"### Backend `docker`: skipped ({docker_engine_problem()})", ""]
             continue
         lines += await bench_backend(backend, args.rounds)
+    lines.append(f"- load average at the end: {load_average()}")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
