@@ -12,15 +12,10 @@ The server runs in this process on its own thread and event loop (loopback gRPC)
 benchmarks of this project. --write appends a `## Games` section to docs/performance.md.
 """
 
-# ruff: noqa: E402
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
 import argparse
+import os
 import platform
 import time
 from collections.abc import Callable

@@ -14,26 +14,20 @@ Three ways to run the same episodes in the same process run:
 
 from __future__ import annotations
 
-import os
-import sys
+import argparse
+import asyncio
+import statistics
+import time
+from pathlib import Path
+from typing import Any
 
-# benchmarks/math.py would shadow the standard library's math module: drop this directory from the path.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-import argparse  # noqa: E402 - after the sys.path fix above
-import asyncio  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-from palaestra.agents.client import Client  # noqa: E402
-from palaestra.env import EnvContext  # noqa: E402
-from palaestra.plugins.tools import domain_for  # noqa: E402
-from palaestra.plugins.tools.chat_env import ToolChatEnv  # noqa: E402
-from palaestra.plugins.tools.reference import make_scripted_policy, play, policy_for  # noqa: E402
-from palaestra.server.app import ServerThread  # noqa: E402
-from palaestra.server.config import ServerConfig  # noqa: E402
+from palaestra.agents.client import Client
+from palaestra.env import EnvContext
+from palaestra.plugins.tools import domain_for
+from palaestra.plugins.tools.chat_env import ToolChatEnv
+from palaestra.plugins.tools.reference import make_scripted_policy, play, policy_for
+from palaestra.server.app import ServerThread
+from palaestra.server.config import ServerConfig
 
 ENVS = ("tools/shop", "tools/travel")
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +35,8 @@ from palaestra.v1 import catalog_pb2, catalog_pb2_grpc, env_pb2, env_pb2_grpc, t
 ActionLike = t.Action | t.Message | str | int | np.integer[Any] | np.ndarray
 Actions = ActionLike | Mapping[str, ActionLike]
 T = TypeVar("T")
+# Called by the stream reader with a request's reply, or with the error that ended the stream.
+OnReply = Callable[["env_pb2.SessionResponse | PalaestraError"], None]
 
 
 class PalaestraError(Exception):
@@ -116,12 +118,12 @@ class AsyncClient:
         self.catalog = catalog_pb2_grpc.EnvCatalogStub(self.channel)
         self.unary = env_pb2_grpc.EnvServiceStub(self.channel)
         self._ids = itertools.count(1)
-        self._pending: dict[str, asyncio.Future[env_pb2.SessionResponse]] = {}
+        self._pending: dict[str, OnReply] = {}
         # Single steps and resets asked for in the same event-loop turn, waiting to travel together.
         self._queued: dict[str, list[tuple[Any, asyncio.Future[Any]]]] = {"step": [], "reset": []}
         self._outbox: asyncio.Queue[env_pb2.SessionRequest | None] | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._stream_error: BaseException | None = None
+        self._stream_error: PalaestraError | None = None
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -152,9 +154,9 @@ class AsyncClient:
     async def _read_replies(self, call: Any) -> None:
         try:
             async for reply in call:
-                future = self._pending.pop(reply.request_id, None)
-                if future is not None and not future.done():
-                    future.set_result(reply)
+                on_reply = self._pending.pop(reply.request_id, None)
+                if on_reply is not None:
+                    on_reply(reply)
         except grpc.aio.AioRpcError as exc:
             self._stream_error = PalaestraError(exc.code(), exc.details() or "")
         finally:
@@ -162,22 +164,22 @@ class AsyncClient:
                 grpc.StatusCode.UNAVAILABLE, "the session stream ended"
             )
             self._stream_error = error
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(error)
-            self._pending.clear()
+            pending, self._pending = self._pending, {}
+            for on_reply in pending.values():
+                on_reply(error)
 
-    def _send(self, request: env_pb2.SessionRequest) -> asyncio.Future[env_pb2.SessionResponse]:
-        """Put a request on the stream; the returned future gets its reply."""
+    def _send(self, request: env_pb2.SessionRequest, on_reply: OnReply) -> None:
+        """Put a request on the stream. `on_reply` gets its reply, or the error that broke the stream,
+        straight from the reader (a callback, not a future: one event-loop hop less per reply)."""
         outbox = self._ensure_stream()
         request.request_id = str(next(self._ids))
-        future: asyncio.Future[env_pb2.SessionResponse] = asyncio.get_running_loop().create_future()
-        self._pending[request.request_id] = future
+        self._pending[request.request_id] = on_reply
         outbox.put_nowait(request)
-        return future
 
     async def _call(self, request: env_pb2.SessionRequest) -> env_pb2.SessionResponse:
-        return _checked(await self._send(request))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._send(request, lambda outcome: _settle([future], outcome))
+        return _checked(await future)
 
     # ------------------------------------------------------------ episodes
 
@@ -250,11 +252,9 @@ class AsyncClient:
         else:
             request = env_pb2.SessionRequest(reset=env_pb2.ResetRequest(episodes=items))
         try:
-            reply = self._send(request)
-        except PalaestraError as exc:
-            _fail(waiting, exc)
-            return
-        reply.add_done_callback(lambda done: _deliver(done, kind, waiting))
+            self._send(request, lambda outcome: _deliver(outcome, kind, waiting))
+        except Exception as exc:  # e.g. a broken stream: raise it in the callers, never leave them waiting
+            _settle(waiting, exc)
 
     async def step_many(
         self, actions: Mapping[str, Actions], *, raise_errors: bool = True
@@ -333,28 +333,32 @@ def _checked(reply: env_pb2.SessionResponse) -> env_pb2.SessionResponse:
     return reply
 
 
-def _fail(futures: Sequence[asyncio.Future[Any]], error: BaseException) -> None:
+def _settle(futures: Sequence[asyncio.Future[Any]], outcome: Any) -> None:
+    """Give every future still waiting (its caller may have been cancelled) the outcome or the error."""
     for future in futures:
         if not future.done():
-            future.set_exception(error)
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
 
 def _deliver(
-    reply: asyncio.Future[env_pb2.SessionResponse], kind: str, waiting: list[asyncio.Future[Any]]
+    outcome: env_pb2.SessionResponse | PalaestraError, kind: str, waiting: list[asyncio.Future[Any]]
 ) -> None:
     """Hand each coalesced step or reset its own result: the reply lists them in request order."""
-    try:
-        episodes = getattr(_checked(reply.result()), kind).episodes
-    except BaseException as exc:  # a broken stream, a refused request or a cancelled reply
-        _fail(waiting, exc)
+    if isinstance(outcome, PalaestraError) or outcome.WhichOneof("response") == "error":
+        _settle(
+            waiting, outcome if isinstance(outcome, PalaestraError) else _error_from_status(outcome.error)
+        )
         return
+    episodes = getattr(outcome, kind).episodes
     if len(episodes) != len(waiting):
         error = f"the server answered {len(episodes)} of {len(waiting)} {kind}s in one message"
-        _fail(waiting, PalaestraError(grpc.StatusCode.INTERNAL, error))
+        _settle(waiting, PalaestraError(grpc.StatusCode.INTERNAL, error))
         return
     for future, episode in zip(waiting, episodes, strict=True):
-        if not future.done():  # its caller may have been cancelled
-            future.set_result(episode)
+        _settle([future], episode)
 
 
 def _single(episodes: Sequence[Any]) -> t.EpisodeStep:

@@ -1,6 +1,6 @@
 """Code grading throughput and latency: the sandboxed grader vs a bare subprocess run of the same tests.
 
-    python benchmarks/code.py [--levels 1,4,16] [--rounds 1] [--tasks 0] [--write]
+    python benchmarks/code_plugin.py [--levels 1,4,16] [--rounds 1] [--tasks 0] [--write]
 
 Workload: the built-in problem set's Python reference solutions (function and stdin/stdout tasks), each
 graded on all its public and hidden tests. One "graded submission" = lease a sandbox, write the code,
@@ -14,27 +14,22 @@ The Docker backend is measured too when an engine answers (DOCKER_HOST); otherwi
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import os
+import statistics
 import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
-# Files in this directory shadow standard modules (math.py, and this code.py): drop the directory from the
-# import path when the file runs as a script.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-import argparse  # noqa: E402 - after the sys.path fix above
-import asyncio  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Awaitable, Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from palaestra.plugins.code.grader import Grader  # noqa: E402
-from palaestra.plugins.code.languages import get_language  # noqa: E402
-from palaestra.plugins.code.supervisor import outputs_match  # noqa: E402
-from palaestra.plugins.code.tasks import CodeTask, FunctionTest, IOTest, builtin_tasks  # noqa: E402
-from palaestra.sandbox.manager import SandboxManager  # noqa: E402
-from palaestra.sandbox.testing import docker_engine_problem  # noqa: E402
+from palaestra.plugins.code.grader import Grader
+from palaestra.plugins.code.languages import get_language
+from palaestra.plugins.code.supervisor import outputs_match
+from palaestra.plugins.code.tasks import CodeTask, FunctionTest, IOTest, builtin_tasks
+from palaestra.sandbox.manager import SandboxManager
+from palaestra.sandbox.testing import docker_engine_problem
 
 PY = get_language("python")
 Row = dict[str, str]
@@ -169,7 +164,7 @@ def markdown(rows: list[Row], tasks: int, rounds: int) -> str:
                 ratio = float(row["submissions/s"]) / float(base["submissions/s"])
                 ratios.append(f"{row['mode']} at {level}: {ratio:.2f}x the baseline's throughput")
     intro = (
-        "\n## Code\n\n`python benchmarks/code.py --write`: grading the built-in set's Python reference "
+        "\n## Code\n\n`python benchmarks/code_plugin.py --write`: grading the built-in set's Python reference "
         f"solutions ({tasks} tasks x {rounds} round(s), every public and hidden test), a sandbox leased and "
         "released per submission, against a bare-subprocess baseline in the same run (no isolation, no "
         f"per-test process, no integrity checks); {os.cpu_count()} CPUs.\n\n"

@@ -1,6 +1,6 @@
 """Math verification throughput and latency: the worker pool (hard deadline) vs math-verify in-process.
 
-    python benchmarks/math.py [--items 1500] [--workers 2] [--write]
+    python benchmarks/math_plugin.py [--items 1500] [--workers 2] [--write]
 
 Workload: answers to generated problems (arithmetic, fractions, linear, quadratic, word), half correct in
 a different written form (\\frac vs a/b vs decimal, reordered root sets), half wrong. Each pair is
@@ -12,25 +12,19 @@ a single-threaded script can do - and what a gRPC server's worker threads cannot
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
 import os
-import sys
+import statistics
+import time
+from fractions import Fraction
+from pathlib import Path
 
-# This file is named math.py: drop its own directory from the import path so `import math` (done by the
-# standard library itself) finds the real module when the file is run as a script.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-import argparse  # noqa: E402 - after the sys.path fix above
-import asyncio  # noqa: E402 - after the sys.path fix above
-import logging  # noqa: E402 - after the sys.path fix above
-import statistics  # noqa: E402 - after the sys.path fix above
-import time  # noqa: E402 - after the sys.path fix above
-from fractions import Fraction  # noqa: E402 - after the sys.path fix above
-from pathlib import Path  # noqa: E402 - after the sys.path fix above
-
-from palaestra.plugins.math.checker import as_math_text  # noqa: E402 - after the sys.path fix above
-from palaestra.plugins.math.pool import VerifierPool  # noqa: E402 - after the sys.path fix above
-from palaestra.plugins.math.tasks import GENERATORS  # noqa: E402 - after the sys.path fix above
-from palaestra.types import ComponentStatus  # noqa: E402 - after the sys.path fix above
+from palaestra.plugins.math.checker import as_math_text
+from palaestra.plugins.math.pool import VerifierPool
+from palaestra.plugins.math.tasks import GENERATORS
+from palaestra.types import ComponentStatus
 
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 
@@ -166,7 +160,8 @@ async def main() -> None:
     if args.write:
         section = (
             "\n## Math\n\n"
-            "`python benchmarks/math.py --write`: math-verify equivalence checks, the killable worker pool "
+            "`python benchmarks/math_plugin.py --write`: math-verify equivalence checks, the killable worker "
+            "pool "
             "with a hard per-item deadline vs calling math-verify in the calling thread, same run, "
             "same pairs.\n\n"
             f"{table}\n\n{summary}\n"

@@ -1,0 +1,591 @@
+"""Transport benchmark: Palaestra's gRPC Session stream against OpenEnv and in-process Gymnasium.
+
+    python benchmarks/transport.py [--quick] [--rounds N] [--json results.json]
+
+What runs, all in one go (each server in its own process, the clients here):
+- echo/text on Palaestra: steps/s and p50/p99 step latency with 1, 16 and 64 concurrent episodes (one
+  client, one Session stream), then batched: 64 episodes per step message (one batch in flight, and
+  several in flight at once);
+- the same echo workload on OpenEnv (`openenv-core`, the `bench` extra): an echo environment served by
+  OpenEnv's own FastAPI/WebSocket server, stepped by its own async client, one WebSocket per episode;
+- gym/CartPole-v1: `RemoteVectorEnv` with 64 remote episodes per message, and 4 such batches in flight
+  on one async client (`step_batch`), against a plain in-process Gymnasium loop.
+
+Every scenario warms up first, then runs until a step count or a time cap is reached; all scenarios
+run `--rounds` times (3; 1 with --quick), interleaved so that each figure sits next to its baseline.
+The table shows each scenario's median round; a ratio is the median of the per-round ratios. Targets
+are marked PASS/MISS; missing one is not an error: the exit status is non-zero only when something
+fails to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+ECHO_ENV = "echo/text"
+CARTPOLE = "gym/CartPole-v1"
+# Never one of the echo env's words, so an episode runs its full `turns` and is then reset.
+ECHO_TEXT = "hello there"
+ECHO_TURNS = 64
+BATCH = 64
+CONCURRENCY = (1, 16, 64)
+PIPELINED_BATCHES = 4
+DISABLED_PLUGINS = ("code", "math", "games", "tools")
+
+# Targets from the project's issue 2, on the 2-core machine.
+TARGET_SINGLE_P50_US = 400.0
+TARGET_CONCURRENT_RATIO = 3.0
+TARGET_BATCHED_RATIO = 20.0
+TARGET_CARTPOLE_FRACTION = 0.30
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long each scenario runs: a warm-up, then until `max_steps` or `seconds`, whichever is first."""
+
+    warmup_s: float
+    seconds: float
+    max_steps: int
+
+
+FULL = Budget(warmup_s=1.0, seconds=5.0, max_steps=500_000)
+QUICK = Budget(warmup_s=0.3, seconds=1.5, max_steps=100_000)
+
+
+@dataclass
+class Figure:
+    """One measured scenario. Latency is per call (a batched call covers many episode steps)."""
+
+    name: str
+    system: str
+    episodes: int
+    steps: int
+    seconds: float
+    calls: int
+    p50_us: float | None = None
+    p99_us: float | None = None
+    rounds: list[float] = field(default_factory=list)  # steps/s of each round
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "steps_per_s": round(self.steps_per_s, 1)}
+
+
+@dataclass
+class Results:
+    machine: dict[str, Any]
+    figures: list[Figure] = field(default_factory=list)
+    ratios: dict[str, float] = field(default_factory=dict)
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def figure(self, name: str) -> Figure | None:
+        return next((f for f in self.figures if f.name == name), None)
+
+
+# ---------------------------------------------------------------- measuring
+
+StepCall = Callable[[], Awaitable[int]]  # performs one call, returns how many episode steps it covered
+
+
+async def run_phase(
+    loops: list[StepCall], seconds: float, max_steps: int
+) -> tuple[int, int, float, list[int]]:
+    """Run every loop concurrently until the step budget or the deadline; returns
+    (steps, calls, elapsed seconds, per-call latencies in ns)."""
+    latencies: list[int] = []
+    done = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+
+    async def drive(call: StepCall) -> None:
+        nonlocal done
+        clock = time.perf_counter_ns
+        while done < max_steps and time.perf_counter() < deadline:
+            before = clock()
+            covered = await call()  # not `done += await ...`: that would read `done` before the await
+            latencies.append(clock() - before)
+            done += covered
+
+    await asyncio.gather(*(drive(call) for call in loops))
+    return done, len(latencies), time.perf_counter() - started, latencies
+
+
+async def measure(name: str, system: str, episodes: int, loops: list[StepCall], budget: Budget) -> Figure:
+    await run_phase(loops, budget.warmup_s, budget.max_steps)
+    steps, calls, elapsed, latencies = await run_phase(loops, budget.seconds, budget.max_steps)
+    p50, p99 = percentiles_us(latencies)
+    return Figure(name, system, episodes, steps, elapsed, calls, p50, p99)
+
+
+def percentiles_us(latencies_ns: list[int]) -> tuple[float | None, float | None]:
+    if not latencies_ns:
+        return None, None
+    ordered = np.sort(np.asarray(latencies_ns, dtype=np.int64))
+    p50 = float(np.percentile(ordered, 50)) / 1000
+    p99 = float(np.percentile(ordered, 99)) / 1000
+    return round(p50, 1), round(p99, 1)
+
+
+# ---------------------------------------------------------------- servers in their own processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def server_process(argv: list[str], ready: Callable[[], bool], name: str) -> Iterator[None]:
+    """Start a server process, wait until `ready()`, and stop it afterwards (its log goes to a temp file)."""
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while not ready():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    tail = log.read().decode(errors="replace")[-3000:]
+                    raise RuntimeError(f"{name} server did not start (exit {process.poll()}):\n{tail}")
+                time.sleep(0.2)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def grpc_ready(address: str) -> Callable[[], bool]:
+    def ready() -> bool:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(address) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.RpcError:
+                return False
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    return ready
+
+
+def http_ready(url: str) -> Callable[[], bool]:
+    def ready() -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+    return ready
+
+
+def palaestra_server(port: int) -> Any:
+    argv = [sys.executable, "-m", "palaestra", "serve", "--port", str(port)]
+    for plugin in DISABLED_PLUGINS:
+        argv += ["--disable-plugin", plugin]
+    return server_process(argv, grpc_ready(f"127.0.0.1:{port}"), "palaestra")
+
+
+def openenv_server(port: int) -> Any:
+    argv = [sys.executable, __file__, "--serve-openenv", str(port)]
+    return server_process(argv, http_ready(f"http://127.0.0.1:{port}/health"), "OpenEnv")
+
+
+# ---------------------------------------------------------------- Palaestra workloads
+
+
+async def palaestra_echo_concurrent(address: str, episodes: int, budget: Budget) -> Figure:
+    """`episodes` coroutines, each stepping its own episode with `client.step` on one client."""
+    from palaestra.agents.client import AsyncClient
+
+    async with AsyncClient(address) as client:
+        opened = await client.open(ECHO_ENV, seed=0, options={"turns": ECHO_TURNS}, count=episodes)
+        loops = [echo_step_loop(client, step.episode_id) for step in opened]
+        return await measure(f"echo {episodes} concurrent", "palaestra", episodes, loops, budget)
+
+
+async def palaestra_echo_batched(address: str, raw: bool, in_flight: int, budget: Budget) -> Figure:
+    """`in_flight` loops, each stepping its own 64 episodes with one message per step."""
+    from palaestra.agents.client import AsyncClient
+
+    async with AsyncClient(address) as client:
+        loops = [await echo_batch_loop(client, raw) for _ in range(in_flight)]
+        name = f"echo batched {BATCH}/msg {'step_batch' if raw else 'step_many'} x{in_flight}"
+        return await measure(name, "palaestra", BATCH * in_flight, loops, budget)
+
+
+def echo_step_loop(client: Any, episode_id: str) -> StepCall:
+    async def call() -> int:
+        step = await client.step(episode_id, ECHO_TEXT)
+        if step.done:
+            await client.reset(episode_id)
+        return 1
+
+    return call
+
+
+async def echo_batch_loop(client: Any, raw: bool) -> StepCall:
+    """One batch of episodes stepped together in one message: typed results (`step_many`), or the raw
+    reply (`step_batch`, for hot loops that read only what they need)."""
+    opened = await client.open(ECHO_ENV, seed=0, options={"turns": ECHO_TURNS}, count=BATCH)
+    actions = {step.episode_id: ECHO_TEXT for step in opened}
+
+    async def typed() -> int:
+        results = await client.step_many(actions)
+        finished = [episode_id for episode_id, step in results.items() if step.done]
+        if finished:
+            await client.reset_many(finished)
+        return len(results)
+
+    async def untyped() -> int:
+        reply = await client.step_batch(actions)
+        finished = [episode.episode_id for episode in reply.episodes if episode.done]
+        if finished:
+            await client.reset_many(finished)
+        return len(reply.episodes)
+
+    return untyped if raw else typed
+
+
+async def palaestra_cartpole(address: str, budget: Budget) -> Figure:
+    """`RemoteVectorEnv` of 64 episodes: one message per vector step, auto-reset included."""
+    from palaestra.agents.gym import RemoteVectorEnv
+
+    vector = RemoteVectorEnv(address, CARTPOLE, BATCH)
+    try:
+        vector.reset(seed=0)
+        actions = np.random.default_rng(0).integers(0, 2, size=(1024, BATCH))
+        counter = iter(range(1 << 62))
+
+        async def call() -> int:
+            # The sync vector env blocks; it is the only loop, so blocking this event loop is harmless.
+            vector.step(actions[next(counter) % len(actions)])
+            return BATCH
+
+        return await measure(f"CartPole RemoteVectorEnv {BATCH}/msg", "palaestra", BATCH, [call], budget)
+    finally:
+        vector.close()
+
+
+async def palaestra_cartpole_pipelined(address: str, in_flight: int, budget: Budget) -> Figure:
+    """`in_flight` batches of 64 CartPole episodes on one async client, raw replies (`step_batch`):
+    an asynchronous trainer with several vector envs keeps both processes busy."""
+    from palaestra.agents.client import AsyncClient
+
+    rng = np.random.default_rng(0)
+
+    async def batch_loop(client: AsyncClient) -> StepCall:
+        opened = await client.open(CARTPOLE, seed=0, count=BATCH)
+        ids = [step.episode_id for step in opened]
+
+        async def call() -> int:
+            reply = await client.step_batch(
+                dict(zip(ids, rng.integers(0, 2, size=BATCH).tolist(), strict=True))
+            )
+            finished = [episode.episode_id for episode in reply.episodes if episode.done]
+            if finished:
+                await client.reset_many(finished)
+            return len(reply.episodes)
+
+        return call
+
+    async with AsyncClient(address) as client:
+        loops = [await batch_loop(client) for _ in range(in_flight)]
+        name = f"CartPole step_batch {BATCH}/msg x{in_flight}"
+        return await measure(name, "palaestra", BATCH * in_flight, loops, budget)
+
+
+def inprocess_cartpole(budget: Budget) -> Figure:
+    import gymnasium as gym
+
+    env = gym.make("CartPole-v1")
+    actions = np.random.default_rng(0).integers(0, 2, size=4096).tolist()
+    env.reset(seed=0)
+
+    def run(seconds: float) -> tuple[int, float]:
+        steps, started = 0, time.perf_counter()
+        deadline = started + seconds
+        while steps < budget.max_steps and (steps % 256 or time.perf_counter() < deadline):
+            _, _, terminated, truncated, _ = env.step(actions[steps % len(actions)])
+            if terminated or truncated:
+                env.reset()
+            steps += 1
+        return steps, time.perf_counter() - started
+
+    run(budget.warmup_s)
+    steps, elapsed = run(budget.seconds)
+    env.close()
+    return Figure("CartPole in-process", "gymnasium", 1, steps, elapsed, steps)
+
+
+# ---------------------------------------------------------------- OpenEnv
+
+
+def serve_openenv(port: int) -> None:
+    """The OpenEnv side: an echo environment behind OpenEnv's own server (run in a child process)."""
+    import uvicorn
+    from openenv.core.env_server import create_app
+    from openenv.core.env_server.interfaces import Environment
+    from openenv.core.env_server.types import Action, Observation, State
+
+    class SayAction(Action):
+        message: str
+
+    class EchoedObservation(Observation):
+        echoed: str = ""
+
+    class EchoEnvironment(Environment):  # type: ignore[misc]
+        SUPPORTS_CONCURRENT_SESSIONS = True
+
+        def __init__(self) -> None:
+            self._state = State(episode_id="", step_count=0)
+
+        def reset(
+            self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any
+        ) -> EchoedObservation:
+            self._state = State(episode_id=episode_id or "", step_count=0)
+            return EchoedObservation(echoed="ready", done=False, reward=0.0)
+
+        def step(self, action: SayAction, timeout_s: float | None = None, **kwargs: Any) -> EchoedObservation:
+            self._state.step_count += 1
+            return EchoedObservation(echoed=f"You said: {action.message}", done=False, reward=0.0)
+
+        @property
+        def state(self) -> State:
+            return self._state
+
+    app = create_app(EchoEnvironment, SayAction, EchoedObservation, max_concurrent_envs=256)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+
+
+async def openenv_echo_concurrent(port: int, episodes: int, budget: Budget) -> Figure:
+    """`episodes` coroutines, each stepping its own session: OpenEnv's client holds one WebSocket each."""
+    from openenv.core.generic_client import GenericEnvClient
+
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(GenericEnvClient(base_url=f"http://127.0.0.1:{port}"))
+            for _ in range(episodes)
+        ]
+        for client in clients:
+            await client.reset()
+        loops = [openenv_step_loop(client) for client in clients]
+        return await measure(f"echo {episodes} concurrent", "openenv", episodes, loops, budget)
+
+
+def openenv_step_loop(client: Any) -> StepCall:
+    async def call() -> int:
+        await client.step({"message": ECHO_TEXT})
+        return 1
+
+    return call
+
+
+# ---------------------------------------------------------------- ratios, targets, report
+
+
+def round_ratios(figures: list[Figure]) -> dict[str, float]:
+    """The ratios of one round: each side of a ratio was measured minutes apart at most."""
+
+    def best(system: str, prefix: str) -> float | None:
+        rates = [f.steps_per_s for f in figures if f.system == system and f.name.startswith(prefix)]
+        return max(rates) if rates else None
+
+    pairs = {
+        "concurrent_64_vs_openenv_64": (best("palaestra", "echo 64 concurrent"), best("openenv", "echo 64")),
+        "batched_vs_openenv_best": (best("palaestra", "echo batched"), best("openenv", "echo")),
+        "cartpole_remote_vs_inprocess": (best("palaestra", "CartPole"), best("gymnasium", "CartPole")),
+    }
+    return {key: ours / theirs for key, (ours, theirs) in pairs.items() if ours is not None and theirs}
+
+
+def evaluate(results: Results, rounds: list[list[Figure]]) -> None:
+    """Ratios are the median over rounds of each round's ratio (load on a shared machine moves both
+    sides of a pair together); the latency target uses the median p50."""
+    per_round = [round_ratios(figures) for figures in rounds]
+    for key in per_round[0]:
+        values = [ratios[key] for ratios in per_round if key in ratios]
+        results.ratios[key] = round(statistics.median(values), 2)
+    single = next(
+        (f for f in results.figures if f.name == "echo 1 concurrent" and f.system == "palaestra"), None
+    )
+
+    def target(name: str, value: float | None, goal: float, higher_is_better: bool = True) -> None:
+        if value is None:
+            verdict = "n/a"
+        else:
+            verdict = "PASS" if (value >= goal if higher_is_better else value <= goal) else "MISS"
+        op = ">=" if higher_is_better else "<="
+        results.targets.append({"target": name, "value": value, "goal": f"{op} {goal:g}", "verdict": verdict})
+
+    target("single-episode step p50 (us)", single.p50_us if single else None, TARGET_SINGLE_P50_US, False)
+    ratios = results.ratios
+    target(
+        "64 concurrent: palaestra / openenv steps/s",
+        ratios.get("concurrent_64_vs_openenv_64"),
+        TARGET_CONCURRENT_RATIO,
+    )
+    target(
+        "best batched echo / best openenv steps/s",
+        ratios.get("batched_vs_openenv_best"),
+        TARGET_BATCHED_RATIO,
+    )
+    target(
+        "best batched CartPole / in-process gymnasium",
+        ratios.get("cartpole_remote_vs_inprocess"),
+        TARGET_CARTPOLE_FRACTION,
+    )
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def print_report(results: Results) -> None:
+    machine = results.machine
+    print(
+        f"\nmachine: {machine['cpus']} CPUs, Python {machine['python']}, grpcio {machine['grpcio']}, "
+        f"openenv-core {machine['openenv']}"
+    )
+    print(f"\n{'scenario':<40} {'system':<10} {'episodes':>8} {'steps/s':>10} {'p50 us':>9} {'p99 us':>9}")
+    print("-" * 90)
+    for f in results.figures:
+        print(
+            f"{f.name:<40} {f.system:<10} {f.episodes:>8} {fmt(f.steps_per_s):>10} "
+            f"{fmt(f.p50_us, 1):>9} {fmt(f.p99_us, 1):>9}"
+        )
+    print("(latency is per call: a batched call carries all its episodes' steps)")
+    for reason in results.skipped:
+        print(f"skipped: {reason}")
+    print(f"\n{'target':<46} {'value':>10} {'goal':>9}  verdict   (ratios: median of per-round ratios)")
+    print("-" * 76)
+    for t in results.targets:
+        print(f"{t['target']:<46} {fmt(t['value'], 2):>10} {t['goal']:>9}  {t['verdict']}")
+
+
+def machine_info() -> dict[str, Any]:
+    try:
+        from importlib.metadata import version
+
+        openenv = version("openenv-core")
+    except Exception:
+        openenv = "not installed"
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "openenv": openenv,
+        "platform": platform.platform(),
+    }
+
+
+async def run_round(address: str, openenv_port: int | None, budget: Budget) -> list[Figure]:
+    """Every scenario once. Each Palaestra figure sits next to its baseline in time, so that load from
+    elsewhere on a shared machine hits both sides of a ratio alike."""
+    figures = []
+    for episodes in CONCURRENCY:
+        figures.append(await palaestra_echo_concurrent(address, episodes, budget))
+        if openenv_port is not None:
+            figures.append(await openenv_echo_concurrent(openenv_port, episodes, budget))
+    for raw, in_flight in ((False, 1), (True, 1), (True, PIPELINED_BATCHES)):
+        figures.append(await palaestra_echo_batched(address, raw, in_flight, budget))
+    figures.append(await palaestra_cartpole(address, budget))
+    figures.append(await palaestra_cartpole_pipelined(address, PIPELINED_BATCHES, budget))
+    figures.append(inprocess_cartpole(budget))
+    return figures
+
+
+def median_figures(rounds: list[list[Figure]]) -> list[Figure]:
+    """Per scenario: the round with the median steps/s, with p50/p99 as medians over the rounds."""
+    merged = []
+    for same in zip(*rounds, strict=True):
+        ordered = sorted(same, key=lambda f: f.steps_per_s)
+        middle = ordered[len(ordered) // 2]
+        p50s = [f.p50_us for f in same if f.p50_us is not None]
+        p99s = [f.p99_us for f in same if f.p99_us is not None]
+        figure = Figure(**{**asdict(middle), "rounds": [round(f.steps_per_s, 1) for f in same]})
+        figure.p50_us = round(statistics.median(p50s), 1) if p50s else None
+        figure.p99_us = round(statistics.median(p99s), 1) if p99s else None
+        merged.append(figure)
+    return merged
+
+
+async def run_all(budget: Budget, rounds: int) -> Results:
+    results = Results(machine=machine_info())
+    openenv_installed = results.machine["openenv"] != "not installed"
+    if not openenv_installed:
+        results.skipped.append("OpenEnv: `pip install openenv-core` (the `bench` extra) to compare")
+    palaestra_port, openenv_port = free_port(), free_port()
+    with palaestra_server(palaestra_port), ExitStack() as stack:
+        if openenv_installed:
+            stack.enter_context(openenv_server(openenv_port))
+        address = f"127.0.0.1:{palaestra_port}"
+        measured = []
+        for number in range(1, rounds + 1):
+            print(f"round {number} of {rounds} ...", flush=True)
+            measured.append(await run_round(address, openenv_port if openenv_installed else None, budget))
+    results.figures = median_figures(measured)
+    evaluate(results, measured)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (a smoke test, not figures)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--rounds", type=int, help="repeat every scenario; medians are reported (default 3, quick 1)"
+    )
+    parser.add_argument("--serve-openenv", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_openenv:
+        serve_openenv(args.serve_openenv)
+        return 0
+    rounds = args.rounds or (1 if args.quick else 3)
+    results = asyncio.run(run_all(QUICK if args.quick else FULL, rounds))
+    print_report(results)
+    if args.json:
+        payload = {
+            "machine": results.machine,
+            "budget": asdict(QUICK if args.quick else FULL),
+            "rounds": rounds,
+            "figures": [f.as_json() for f in results.figures],
+            "ratios": results.ratios,
+            "targets": results.targets,
+            "skipped": results.skipped,
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The transport's fast paths keep their promises: coalesced steps and resets each get their own result,
+and per-step trajectories are built only when a plugin listens for them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+
+from palaestra.agents.client import AsyncClient, PalaestraError
+from palaestra.pluginmanager import load_plugins
+from palaestra.server.app import ServerThread
+from palaestra.server.config import ServerConfig
+from palaestra.server.runtime import Runtime
+from palaestra.v1 import env_pb2
+
+OTHER_PLUGINS = ["code", "math", "games", "tools"]
+
+
+def count_messages(client: AsyncClient) -> list[str]:
+    """Record the kind of every message the client puts on its stream."""
+    kinds: list[str] = []
+    send = client._send
+
+    def spy(request: env_pb2.SessionRequest, *args: Any) -> Any:
+        kinds.append(str(request.WhichOneof("request")))
+        return send(request, *args)
+
+    client._send = spy  # type: ignore[method-assign,assignment]
+    return kinds
+
+
+async def test_concurrent_steps_share_a_message_and_keep_their_own_results(server_address: str) -> None:
+    async with AsyncClient(server_address) as client:
+        opened = await client.open("echo/text", seed=0, count=6)
+        ids = [step.episode_id for step in opened]
+        kinds = count_messages(client)
+        texts = [f"text number {i}" for i in range(len(ids))]
+        actions: list[Any] = list(texts)
+        actions[2] = 7  # a discrete action for a chat env: refused, the others go on
+        results = await asyncio.gather(
+            *(client.step(i, a) for i, a in zip(ids, actions, strict=True)), return_exceptions=True
+        )
+    assert kinds == ["step"]
+    for index, (text, result) in enumerate(zip(texts, results, strict=True)):
+        if index == 2:
+            assert isinstance(result, PalaestraError)
+            assert result.code == grpc.StatusCode.INVALID_ARGUMENT
+        else:
+            assert not isinstance(result, BaseException)
+            assert result.result.observation.messages[0].content == f"You said: {text}"
+
+
+async def test_concurrent_resets_share_a_message_and_honour_their_seeds(server_address: str) -> None:
+    async with AsyncClient(server_address) as client:
+        opened = await client.open("echo/text", seed=0, count=5)
+        kinds = count_messages(client)
+        seeds = list(range(10, 15))
+        resets = await asyncio.gather(
+            *(client.reset(s.episode_id, seed=n) for s, n in zip(opened, seeds, strict=True))
+        )
+        fresh = [(await client.open("echo/text", seed=n))[0] for n in seeds]
+    assert kinds[0] == "reset" and kinds.count("reset") == 1
+    assert [r.result.observation.messages for r in resets] == [f.result.observation.messages for f in fresh]
+
+
+async def test_steps_of_one_episode_in_one_turn_run_in_order(server_address: str) -> None:
+    async with AsyncClient(server_address) as client:
+        [first] = await client.open("echo/text", seed=0, options={"turns": 8})
+        results = await asyncio.gather(*(client.step(first.episode_id, f"word {i}") for i in range(3)))
+    assert [r.step_index for r in results] == [1, 2, 3]
+
+
+async def test_a_broken_stream_fails_every_waiting_step() -> None:
+    thread = ServerThread(ServerConfig(port=0, disabled_plugins=OTHER_PLUGINS)).start()
+    client = AsyncClient(thread.address)
+    try:
+        opened = await client.open("echo/text", seed=0, count=3)
+        thread.stop(grace=0)
+        results = await asyncio.gather(
+            *(client.step(s.episode_id, "x") for s in opened), return_exceptions=True
+        )
+        assert all(isinstance(r, PalaestraError) for r in results)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(("extra", "expected"), [([], False), (["plugin_for_tests"], True)])
+def test_trajectories_are_recorded_only_when_a_plugin_listens(extra: list[str], expected: bool) -> None:
+    plugins = load_plugins(extra, OTHER_PLUGINS)
+    assert Runtime(ServerConfig(port=0), plugins).record_trajectories is expected
