@@ -164,7 +164,8 @@ def markdown(rows: list[Row], tasks: int, rounds: int) -> str:
                 ratio = float(row["submissions/s"]) / float(base["submissions/s"])
                 ratios.append(f"{row['mode']} at {level}: {ratio:.2f}x the baseline's throughput")
     intro = (
-        "\n## Code\n\n`python benchmarks/code_plugin.py --write`: grading the built-in set's Python reference "
+        "\n## Code\n\n`python benchmarks/code_plugin.py --write`: grading the built-in set's Python "
+        "reference "
         f"solutions ({tasks} tasks x {rounds} round(s), every public and hidden test), a sandbox leased and "
         "released per submission, against a bare-subprocess baseline in the same run (no isolation, no "
         f"per-test process, no integrity checks); {os.cpu_count()} CPUs.\n\n"

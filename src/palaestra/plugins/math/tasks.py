@@ -1,8 +1,10 @@
 """Math tasks: JSONL loaders for the common public shapes and seeded procedural generators.
 
 A generator maps (index, difficulty, split) to one task, deterministically, so every seed names a task
-and a curriculum only has to raise `difficulty` (1 = easiest ... 5 = hardest). The gold answer is
-computed with exact rational arithmetic from the generated structure, never by evaluating text.
+and a curriculum only has to raise `difficulty` (1 = easiest ... 5 = hardest). Difficulty 0 is a
+first rung below that for arithmetic only: single-digit addition, small enough for a tiny model to learn
+from reward alone; the other generators treat 0 as 1. The gold answer is computed with exact rational
+arithmetic from the generated structure, never by evaluating text.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from palaestra.plugins.math.extract import last_boxed
 
-MIN_DIFFICULTY, MAX_DIFFICULTY = 1, 5
+MIN_DIFFICULTY, MAX_DIFFICULTY = 0, 5
 
 
 @dataclass(frozen=True)
@@ -181,12 +183,32 @@ def _arithmetic(index: int, difficulty: int, split: str, fractions: bool) -> Tas
     )
 
 
+def single_digit_addition(index: int, split: str) -> Task:
+    """Difficulty 0: `a + b` with a single-digit sum (55 problems). The sum is drawn uniformly from 0-9,
+    then the first term from 0 to the sum, so no answer is more likely than another and an agent that
+    ignores the problem scores 0.1 whatever it answers. Splits differ in which seed names which problem,
+    but with so few problems both splits cover the same ones: the test split measures the policy on
+    other seeds, not on unseen problems."""
+    rng = task_rng("arithmetic", index, 0, split)
+    total = rng.randint(0, 9)
+    left = rng.randint(0, total)
+    right = total - left
+    return Task(
+        id=f"arithmetic-{split}-d0-{index}",
+        problem=f"Compute the value of {left} + {right}.",
+        answer=str(left + right),
+        meta={"difficulty": 0, "generator": "arithmetic"},
+    )
+
+
 def arithmetic_task(index: int, difficulty: int = 1, split: str = "train") -> Task:
+    if difficulty == 0:
+        return single_digit_addition(index, split)
     return _arithmetic(index, difficulty, split, fractions=False)
 
 
 def fraction_task(index: int, difficulty: int = 1, split: str = "train") -> Task:
-    return _arithmetic(index, difficulty, split, fractions=True)
+    return _arithmetic(index, max(difficulty, 1), split, fractions=True)
 
 
 def _linear_side(coefficient: int, constant: int) -> str:
@@ -200,6 +222,7 @@ def _linear_side(coefficient: int, constant: int) -> str:
 
 def linear_task(index: int, difficulty: int = 1, split: str = "train") -> Task:
     """a*x + b = c*x + d with a known solution (a fraction from difficulty 4 on)."""
+    difficulty = max(difficulty, 1)  # no level 0 here: treated as the easiest level
     rng = task_rng("linear", index, difficulty, split)
     bound = 5 * difficulty
     solution = Fraction(rng.randint(-bound, bound))
@@ -237,6 +260,7 @@ def _polynomial(a: int, b: int, c: int) -> str:
 
 def quadratic_task(index: int, difficulty: int = 1, split: str = "train") -> Task:
     """a*(x - r1)*(x - r2) = 0 expanded; rational roots from difficulty 4 on."""
+    difficulty = max(difficulty, 1)  # no level 0 here: treated as the easiest level
     rng = task_rng("quadratic", index, difficulty, split)
     bound = 3 + 2 * difficulty
     roots = [Fraction(rng.randint(-bound, bound)) for _ in range(2)]
@@ -328,6 +352,7 @@ _WORD_TEMPLATES = (_word_shopping, _word_travel, _word_sharing, _word_percent)
 
 
 def word_task(index: int, difficulty: int = 1, split: str = "train") -> Task:
+    difficulty = max(difficulty, 1)  # no level 0 here: treated as the easiest level
     rng = task_rng("word", index, difficulty, split)
     template = _WORD_TEMPLATES[rng.randrange(len(_WORD_TEMPLATES))]
     problem, answer, solution = template(rng, difficulty)
