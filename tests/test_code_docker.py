@@ -10,7 +10,6 @@ import pytest
 from code_helpers import ADD_OK, SUM_OK_CPP, components, make_env, play, plugin_config, write_task_file
 from test_code_integrity import HACKS
 
-from palaestra.env import InfraError
 from palaestra.sandbox.manager import SandboxManager
 from palaestra.sandbox.testing import docker_or_skip
 
@@ -49,10 +48,6 @@ DOCKER_HACKS = ["read_hidden_tests", "kill_the_grader", "fake_pass_markers", "re
 @pytest.mark.parametrize("hack", DOCKER_HACKS)
 async def test_hacks_fail_through_docker(manager: SandboxManager, config: dict, hack: str) -> None:
     reply = f"```python\n{HACKS[hack]}\n```"
-    try:
-        *_, final = await play(make_env("code/python", manager, config, task="add"), reply)
-    except InfraError as exc:
-        # Known sandbox-layer gap: job processes can write into the Docker runner's protocol channel
-        # (/proc/1/fd/1), so the sandbox stops answering. Never a pass, but an infra failure instead of a 0.
-        pytest.xfail(f"the submission broke the Docker sandbox runner: {exc}")
+    # Never an InfraError: a submission must not turn its own 0 into a dropped sample.
+    *_, final = await play(make_env("code/python", manager, config, task="add"), reply)
     assert components(final)["outcome.hidden_fraction"] == 0.0, final.info

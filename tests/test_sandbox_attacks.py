@@ -7,6 +7,7 @@ the sandbox (and the layer) must serve the next request at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -15,11 +16,13 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from palaestra.sandbox.api import ExecResult, ExecStatus, Limits, Sandbox
 from palaestra.sandbox.manager import SandboxManager
+from palaestra.sandbox.runner_client import PlainSource, RunnerChannel, RunnerCorrupt
 from palaestra.sandbox.testing import docker_or_skip, wait_for_no_leftovers
 
 BACKENDS = ["local", pytest.param("docker", marks=pytest.mark.docker)]
@@ -202,14 +205,119 @@ async def test_zombies_and_background_processes(sandbox: Sandbox) -> None:
     await assert_clean_and_serving(sandbox)
 
 
-async def test_killing_the_runner(sandbox: Sandbox) -> None:
+async def test_killing_the_runner(sandbox: Sandbox, backend_name: str) -> None:
     await sandbox.write_file("work.txt", "x")
+    if backend_name == "docker":
+        # The runner is the container's init: the kernel drops every signal from inside the container to
+        # pid 1 that it does not handle, so a job can neither kill nor stop it and the work dir survives.
+        for attack in ("kill -9 $PPID", "kill -9 -1", "kill -STOP $PPID", "kill -INT $PPID"):
+            survived = await sandbox.exec(["sh", "-c", f"{attack}; echo alive"])
+            assert survived.ok and survived.stdout == "alive\n", (attack, survived)
+        assert await sandbox.read_file("work.txt") == b"x"
+        await assert_clean_and_serving(sandbox)
+        return
     result = await sandbox.exec(["sh", "-c", "kill -9 $PPID; sleep 5"])
     assert result.status is ExecStatus.KILLED and "runner" in result.detail
     everything = await sandbox.exec(["sh", "-c", "kill -9 -1; sleep 5"])
     assert everything.status is ExecStatus.KILLED
     stopped = await sandbox.exec(["sh", "-c", "kill -STOP $PPID"], timeout=0.5)
     assert stopped.status is ExecStatus.TIMEOUT and "replaced" in stopped.detail
+    await assert_clean_and_serving(sandbox)
+
+
+# Writes frames of garbage (and a forged reply) into every fd of every other process it can open, and
+# tries to steal bytes from their stdin; prints the pids it reached. It runs both ways: exec'd from `sh`
+# (its parent is the runner) and as a `python3 -c` job (its parent is the fork server).
+GARBLE_EVERY_REACHABLE_FD = r"""
+import json, os, struct, sys
+
+forged = json.dumps({"ok": True, "status": "ok", "exit_code": 0, "stdout": "", "stderr": "", "wall": 0,
+                     "stdout_truncated": False, "stderr_truncated": False}).encode()
+garbage = struct.pack(">I", len(forged)) + forged + b"\xff\x00garbage" * 64
+reached = set()
+for entry in os.listdir("/proc"):
+    try:
+        if not entry.isdigit() or os.getsid(int(entry)) == os.getsid(0):
+            continue  # the job's own processes (the `sh` that started it shares our stdout)
+    except OSError:
+        continue
+    try:
+        fds = os.listdir(f"/proc/{entry}/fd")
+    except OSError:
+        continue
+    for fd in fds:
+        path = f"/proc/{entry}/fd/{fd}"
+        for flags in (os.O_WRONLY | os.O_NONBLOCK, os.O_RDONLY | os.O_NONBLOCK):
+            try:
+                handle = os.open(path, flags)
+            except OSError:
+                continue
+            try:
+                os.write(handle, garbage) if flags & os.O_WRONLY else os.read(handle, 65536)
+                reached.add(int(entry))
+            except OSError:
+                pass
+            finally:
+                os.close(handle)
+print(json.dumps({"reached": sorted(reached), "parent": os.getppid()}))
+"""
+
+
+@pytest.mark.parametrize("launch", ["exec", "fork"])
+async def test_writing_into_init_and_runner_fds(sandbox: Sandbox, launch: str) -> None:
+    """A job cannot reach the runner's channel (held by pid 1 in Docker, by the runner everywhere): the
+    sandbox keeps answering, the job's own result comes back, and nothing is reset."""
+    await sandbox.write_file("work.txt", "kept")
+    result = await launch_python_file(sandbox, "garble.py", GARBLE_EVERY_REACHABLE_FD, launch)
+    assert result.status is ExecStatus.OK and result.exit_code == 0, result
+    report = json.loads(result.stdout)
+    runner = (await sandbox.exec(["sh", "-c", "echo $PPID"])).stdout.strip()
+    assert 1 not in report["reached"] and int(runner) not in report["reached"], report
+    assert await sandbox.read_file("work.txt") == b"kept"  # the same sandbox: it was not replaced
+    await assert_clean_and_serving(sandbox)
+
+
+ORPHAN_FACTORY = """
+import os, time
+
+def fork():
+    while True:
+        try:
+            return os.fork()
+        except BlockingIOError:  # at the pid limit: wait for init to reap
+            time.sleep(0.01)
+
+for i in range(100):
+    if fork() == 0:
+        if fork() == 0:
+            os._exit(0)  # the grandchild, orphaned as soon as its parent exits
+        os._exit(0)
+    os.wait()
+print("forked", i + 1)
+"""
+
+
+async def launch_python_file(sandbox: Sandbox, name: str, source: str, launch: str) -> ExecResult:
+    """Run a Python file exec'd by `sh` (the runner is its grandparent) or through the fork server."""
+    await sandbox.write_file(name, source)
+    if launch == "exec":
+        return await sandbox.exec(["sh", "-c", f"python3 {name}"], timeout=20)
+    for _ in range(100):  # the fork server starts in the background after the sandbox
+        probe = await python(sandbox, "import os; print(open(f'/proc/{os.getppid()}/comm').read())")
+        if probe.stdout.strip() == "pal-zygote":
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the fork server did not start")
+    return await sandbox.exec(["python3", name], timeout=20)
+
+
+@pytest.mark.parametrize("launch", ["exec", "fork"])
+async def test_orphans_are_reaped_while_the_job_runs(sandbox: Sandbox, launch: str) -> None:
+    """Each orphan is re-parented to the sandbox's init (in Docker: the runner), which must reap it at once,
+    or 100 of them would exhaust the pid limit (32) while the job still runs."""
+    result = await launch_python_file(sandbox, "orphans.py", ORPHAN_FACTORY, launch)
+    assert result.ok and result.stdout == "forked 100\n", result
     await assert_clean_and_serving(sandbox)
 
 
@@ -266,9 +374,17 @@ async def test_sigkilled_server_leftovers_are_reaped(backend_name: str) -> None:
     try:
         if backend_name == "docker":
             docker_backend = manager.backends["docker"]
-            remaining = docker_backend.client.containers.list(
-                all=True, filters={"label": f"org.palaestra.pid={child.pid}"}
-            )
+            # The child may have been killed while the engine created a pool container for it: the engine
+            # finishes that creation after our start-up reap, and the periodic reap takes it. Reap as that
+            # does, a bounded number of times.
+            for _ in range(20):
+                remaining = docker_backend.client.containers.list(
+                    all=True, filters={"label": f"org.palaestra.pid={child.pid}"}
+                )
+                if not remaining:
+                    break
+                await asyncio.sleep(0.5)
+                await docker_backend.reap()
             assert remaining == []
         else:
             # The namespaces die with their parent (bwrap --die-with-parent): nothing of the child's remains.
@@ -292,3 +408,25 @@ def _parent_chain_contains(pid: int, ancestor: int) -> bool:
             return False
         pid = int(stat.rsplit(")", 1)[1].split()[1])
     return False
+
+
+class _NullWriter:
+    def write(self, data: bytes) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\x00\x00\x00\x07garbage", b"\xff\xff\xff\xffxx", b"\x00\x00\x00\x02[]", b"\x00\x00\x00\x02\xff\xfe"],
+)
+async def test_a_garbled_channel_is_reported_as_corrupt(garbage: bytes) -> None:
+    """Defence in depth on the host: whatever reaches the channel that is not a reply is `RunnerCorrupt`
+    (a `RunnerGone`, so an exec reports the job's KILLED and replaces the sandbox), never a stray error."""
+    reader = asyncio.StreamReader()
+    reader.feed_data(garbage)
+    channel = RunnerChannel(PlainSource(reader), cast(asyncio.StreamWriter, _NullWriter()))
+    with pytest.raises(RunnerCorrupt):
+        await channel.call({"op": "ping"}, timeout=5)

@@ -2,9 +2,14 @@
 
 Every container is started with hard limits (memory = memory+swap, CPU, pids), a read-only root with
 size-limited tmpfs mounts for /workspace and /tmp, ``network_mode="none"`` unless the profile allows a
-network, all capabilities dropped, no-new-privileges, user 65534 and ``init``. Never privileged, never the
-Docker socket inside. Its main process is the runner (`runner.py`), which the host reaches through one
-attach stream (stdin/stdout, multiplexed by the engine), so a job costs no ``docker exec``.
+network, all capabilities dropped, no-new-privileges and user 65534. Never privileged, never the Docker
+socket inside. Its main process is the runner (`runner.py`), which the host reaches through one attach
+stream (stdin/stdout, multiplexed by the engine), so a job costs no ``docker exec``.
+
+No ``init``: the runner itself is the container's pid 1 and reaps orphans. Pid 1 holds the container's
+stdio, i.e. the host's channel to the runner; docker-init would run as the sandbox user and be dumpable,
+so a job could write into the channel through ``/proc/1/fd/1``. The runner is non-dumpable, so its fds are
+out of a job's reach, and as pid 1 it receives no signal from inside the container that it does not handle.
 
 Containers carry labels naming this server instance (host, pid and the pid's start time) and the profile;
 warm containers learn their episode after hand-out through their name (labels are immutable), e.g.
@@ -210,7 +215,7 @@ class DockerBackend(RunnerBackend):
             "command": ["python3", "-I", "-S", "-c", RUNNER_SOURCE],
             "detach": True,
             "stdin_open": True,
-            "init": True,
+            "init": False,  # the runner is pid 1 (see the module's docstring)
             "user": SANDBOX_USER,
             "read_only": True,
             "tmpfs": {WORKDIR: f"{tmpfs},uid=65534,gid=65534,mode=0700", "/tmp": f"{tmpfs},mode=1777"},
@@ -290,8 +295,8 @@ class DockerBackend(RunnerBackend):
 
     def _reap_dead_owners(self) -> int:
         removed = 0
-        for container in self.client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=1"}):
-            labels = container.labels
+        for container in self._list_containers({"label": f"{LABEL_MANAGED}=1"}):
+            labels = container.attrs.get("Labels") or {}
             if labels.get(LABEL_INSTANCE) == self.instance or owner_is_alive(labels, self.hostname):
                 continue
             self._remove_quietly(container)
@@ -305,8 +310,13 @@ class DockerBackend(RunnerBackend):
 
     def _remove_own_leftovers(self) -> None:
         filters = {"label": [f"{LABEL_MANAGED}=1", f"{LABEL_INSTANCE}={self.instance}"]}
-        for container in self.client.containers.list(all=True, filters=filters):
+        for container in self._list_containers(filters):
             self._remove_quietly(container)
+
+    def _list_containers(self, filters: Mapping[str, Any]) -> list[Any]:
+        # Sparse: the list call's own fields (id, labels), no inspect per container, which fails with
+        # NotFound when another process removes one of them meanwhile.
+        return list(self.client.containers.list(all=True, filters=dict(filters), sparse=True))
 
     @staticmethod
     def _remove_quietly(container: Any) -> None:
@@ -321,4 +331,4 @@ class DockerBackend(RunnerBackend):
 
     def managed_containers(self, *, instance_only: bool = True) -> list[Any]:
         labels = [f"{LABEL_MANAGED}=1"] + ([f"{LABEL_INSTANCE}={self.instance}"] if instance_only else [])
-        return list(self.client.containers.list(all=True, filters={"label": labels}))
+        return self._list_containers({"label": labels})

@@ -27,6 +27,12 @@ environment) and runs the program as ``__main__`` the way the interpreter does (
 receives a job's data and never runs a job, so every job starts from the same pristine state. Everything
 else is exec'd, and so is any job the child cannot reproduce faithfully (a work-dir file that would shadow
 an already imported module, a user site directory, a script that is not a plain source file).
+
+In a Docker container the runner is the container's init (pid 1; no docker-init). Pid 1 holds the container's
+stdio, which carries this protocol, so it must be a process jobs cannot reach through /proc/1/fd: the runner
+is non-dumpable. As init it reaps every orphan as soon as SIGCHLD says one exited (`Reaper`), keeping the
+wait statuses of its own children for their owners; and the kernel delivers to pid 1 only signals it
+handles (SIGCHLD), so a job can neither kill nor stop it.
 """
 
 import base64
@@ -55,6 +61,8 @@ BASE_ENV = {"PATH": DEFAULT_PATH, "HOME": WORKDIR, "LANG": "C.UTF-8", "PYTHONDON
 CHUNK = 65536
 MAX_FD = 1 << 16
 PR_SET_DUMPABLE = 4
+# Signals whose disposition the runner changes: a job's process gets them back at their defaults.
+RUNNER_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT)
 
 ZYGOTE_ROLE = "PALAESTRA_ZYGOTE"  # in the zygote's environment: run this file as the zygote
 ZYGOTE_FD = 3  # the zygote's end of its control socket
@@ -212,14 +220,56 @@ def fork_with_retry(attempts=50):
     return os.fork()
 
 
-def reap_children():
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+class Reaper:
+    """Reaps every exited child, orphans included, and keeps the wait statuses of the children we watch.
+
+    As a container's init the runner inherits every orphan of a job; unreaped they would fill the pid limit
+    as zombies. Reaping happens only in the runner's main flow (never inside a signal handler), so a child
+    is watched before anything can reap it and its status is never lost to a `waitpid(-1)`.
+    """
+
+    def __init__(self):
+        self.watched = {}  # pid -> wait status, None while the child runs
+
+    def watch(self, pid):
+        self.watched[pid] = None
+
+    def forget(self, pid):
+        self.watched.pop(pid, None)
+
+    def reap(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.watched:
+                self.watched[pid] = status
+
+    def status_of(self, pid):
+        """The wait status of a watched child, or None while it runs."""
+        self.reap()
+        return self.watched.get(pid)
+
+
+REAPER = Reaper()
+
+
+def wake_on_child_exit():
+    """A pipe that becomes readable when a child exits (SIGCHLD), so the runner reaps orphans at once."""
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda _sig, _frame: None)  # handled, so pid 1 receives it at all
+    return wake_r
+
+
+def reset_signals():
+    """In a child about to become a job or the zygote: signal handling as a fresh process has it."""
+    signal.set_wakeup_fd(-1)
+    for sig in RUNNER_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
 
 
 # -- becoming a job's process (both paths) --------------------------------------------------------------
@@ -253,14 +303,14 @@ def enter_job_process(limits, stdio, keep_fd=-1):
 
 def exec_program(argv, env):
     """Replace this process with argv (signal dispositions as a fresh process has them). Raises on failure."""
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
+    reset_signals()
     os.execvpe(argv[0], argv, env)
 
 
 def exec_child(limits, argv, env, stdio, errpipe_w):
     """In a child forked by the runner: become the job's process and exec it. Never returns."""
     try:
+        reset_signals()  # first: the runner's SIGCHLD wake-up fd must not be written from here
         enter_job_process(limits, stdio, keep_fd=errpipe_w)
         exec_program(argv, env)
     except BaseException as exc:
@@ -432,11 +482,11 @@ def zygote_main():
         del os.environ[name]  # read into this module's settings at import; no job should see them
     if sys.path and sys.path[0] == "":
         del sys.path[0]  # `-c` put the current directory first: import only the system's modules
+    set_process_name(ZYGOTE_NAME)  # first: a non-dumpable process's /proc files belong to root
+    set_dumpable(False)  # before the slow imports: jobs run meanwhile, and must not reach our fds
     for name in ZYGOTE_PRELOAD:
         with contextlib.suppress(ImportError):
             __import__(name)
-    set_process_name(ZYGOTE_NAME)  # first: a non-dumpable process's /proc files belong to root
-    set_dumpable(False)
     # Children share these objects copy-on-write: frozen, no garbage collection in a child walks them,
     # which would copy every page (it made a child's exit 2-3 times slower).
     gc.freeze()
@@ -491,6 +541,7 @@ class Zygote:
         os.close(stdin_w)  # the zygote's stdin is an empty pipe, as a job's is
         theirs.close()
         self.pid, self.control, self.ready = pid, ours, False
+        REAPER.watch(pid)
         try:
             self.pidfd = os.pidfd_open(pid)
         except (AttributeError, OSError):
@@ -505,8 +556,7 @@ class Zygote:
             os.set_inheritable(ZYGOTE_FD, True)
             os.closerange(ZYGOTE_FD + 1, MAX_FD)
             os.chdir("/")
-            for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD):
-                signal.signal(sig, signal.SIG_DFL)
+            reset_signals()
             settings = {k: v for k, v in os.environ.items() if k.startswith("PALAESTRA_")}  # WORKDIR...
             env = dict(BASE_ENV, HOME=ZYGOTE_HOME, **settings, **{ZYGOTE_ROLE: "1"})
             os.execve(self.executable, ["python3", "-c", self.source], env)
@@ -571,8 +621,9 @@ class Zygote:
                     signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
                 else:
                     os.kill(self.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
+            if REAPER.status_of(self.pid) is None:  # not reaped yet, so the pid is still the zygote's
                 os.waitpid(self.pid, 0)
+            REAPER.forget(self.pid)
         if self.pidfd >= 0:
             os.close(self.pidfd)
         if self.control is not None:
@@ -599,7 +650,6 @@ class ExecJob:
     def __init__(self, pid, exec_error):
         self.pid = pid
         self.exec_error = exec_error
-        self.reaped = False
         self.exit_fd: int | None
         try:
             self.exit_fd = os.pidfd_open(pid)
@@ -607,17 +657,15 @@ class ExecJob:
             self.exit_fd = None  # poll the child with a short timeout instead
 
     def exit_status(self):
-        waited, status = os.waitpid(self.pid, os.WNOHANG)
-        if not waited:
-            return None
-        self.reaped = True
-        return ("exit", status)
+        status = REAPER.status_of(self.pid)
+        return None if status is None else ("exit", status)
 
     def stop(self):
         kill_group(self.pid)
-        if not self.reaped:
+        if REAPER.status_of(self.pid) is None:  # not reaped yet, so the pid is still the job's
             with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGKILL)
+        REAPER.forget(self.pid)  # reaped with the orphans from now on
         if self.exit_fd is not None:
             os.close(self.exit_fd)
 
@@ -674,7 +722,7 @@ def sweep(job_group, zygote, bound=2.0):
     """Wait until the job's processes are gone; if any left its process group, kill everything."""
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
-        reap_children()
+        REAPER.reap()
         rest = leftovers(zygote)
         if not rest:
             return
@@ -687,12 +735,13 @@ def sweep(job_group, zygote, bound=2.0):
 
 
 def kill_everything(bound):
-    """Kill every process we may signal in our PID namespace and wait until init has reaped them."""
+    """Kill every process we may signal in our PID namespace and wait until they are reaped (by us as
+    the container's init, by bubblewrap's init in a local sandbox)."""
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
             os.kill(-1, signal.SIGKILL)  # spares init (pid 1) and ourselves
-        reap_children()
+        REAPER.reap()
         if not [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid())]:
             return
         time.sleep(0.002)
@@ -728,6 +777,7 @@ def start_exec_job(argv, env, limits, stdio):
     pid = fork_with_retry()
     if pid == 0:
         exec_child(limits, argv, env, stdio, err_w)
+    REAPER.watch(pid)  # before anything reaps: its status is the job's result
     os.close(err_w)
     exec_error = b""
     while True:
@@ -739,9 +789,13 @@ def start_exec_job(argv, env, limits, stdio):
     return ExecJob(pid, exec_error)
 
 
-def pump(job, deadline, stdin_w, stdin_data, captures):
-    """Feed stdin, collect output until the job exits: ("exit", waitstatus) or why it was cut short."""
+def pump(job, deadline, stdin_w, stdin_data, captures, child_exited):
+    """Feed stdin, collect output until the job exits: ("exit", waitstatus) or why it was cut short.
+
+    `child_exited` is the SIGCHLD wake-up pipe: orphans the job leaves are reaped while it runs.
+    """
     poller = select.poll()
+    poller.register(child_exited, select.POLLIN)
     for fd in captures:
         poller.register(fd, select.POLLIN)
     if job.exit_fd is not None:
@@ -763,7 +817,10 @@ def pump(job, deadline, stdin_w, stdin_data, captures):
                 return outcome
             wait_ms = remaining * 1000 if job.exit_fd is not None else min(remaining * 1000, 5)
             for fd, _event in poller.poll(wait_ms):
-                if fd == stdin_w:
+                if fd == child_exited:
+                    drain_wakeups(child_exited)
+                    REAPER.reap()
+                elif fd == stdin_w:
                     stdin_data = feed(stdin_w, stdin_data)
                     if not stdin_data:
                         poller.unregister(stdin_w)
@@ -781,6 +838,12 @@ def pump(job, deadline, stdin_w, stdin_data, captures):
     finally:
         if stdin_w is not None:
             os.close(stdin_w)
+
+
+def drain_wakeups(fd):
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, CHUNK):
+            pass
 
 
 def feed(fd, data):
@@ -857,11 +920,16 @@ class Runner:
         os.dup2(devnull, 1)
         os.close(devnull)
         self.zygote = Zygote(own_source())
+        self.child_exited = -1
 
     def serve(self):
+        # Dumpable no more before any job exists: jobs run as our user, and as the container's init we hold
+        # its stdio (the host's channel), which /proc/1/fd would otherwise hand to them.
+        set_dumpable(False)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a job's SIGINT must not end the runner
+        self.child_exited = wake_on_child_exit()
         os.makedirs(WORKDIR, exist_ok=True)
-        set_dumpable(False)  # jobs run as our user: keep them from tampering with us
         self.zygote.ensure_started()
         handlers = {"write": op_write, "read": op_read, "exec": self.op_exec}
         while True:
@@ -891,13 +959,14 @@ class Runner:
             os.close(fd)
 
         captures = {stdout_r: Capture(limits["output_bytes"]), stderr_r: Capture(limits["output_bytes"])}
-        outcome = pump(job, started + float(req["timeout"]), stdin_w, stdin_data, captures)
+        deadline = started + float(req["timeout"])
+        outcome = pump(job, deadline, stdin_w, stdin_data, captures, self.child_exited)
         wall = time.monotonic() - started
         job.stop()
         if SWEEP:
             sweep(job.pid, self.zygote)
         drain(captures)
-        reap_children()
+        REAPER.reap()
         self.zygote.ensure_started()
         stdout, stderr = captures[stdout_r], captures[stderr_r]
         if job.exec_error:

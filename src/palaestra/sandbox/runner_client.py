@@ -26,6 +26,9 @@ log = logging.getLogger("palaestra.sandbox")
 RUNNER_SOURCE = (Path(__file__).parent / "runner.py").read_text()
 HOST_GRACE_SECONDS = 3.0  # the host deadline backs up the runner's own, a little later
 CONTROL_TIMEOUT = 10.0  # ping, file reads and writes
+# Largest reply a runner sends (a 64 MiB file read, or two capped outputs, base64-encoded, with room to
+# spare); a larger length prefix can only be garbage in the stream.
+MAX_REPLY_BYTES = 512 << 20
 
 
 class RunnerGone(Exception):
@@ -34,6 +37,14 @@ class RunnerGone(Exception):
 
 class RunnerHung(Exception):
     """The runner did not answer before the host-side deadline."""
+
+
+class RunnerCorrupt(RunnerGone):
+    """The channel carried something that is not a runner's reply: the stream cannot be trusted any more.
+
+    Nothing but the runner can write into it (it is non-dumpable and, in Docker, the container's init), so
+    this is a defence in depth: if a job ever did, the sandbox is replaced like one whose runner was killed.
+    """
 
 
 class FrameSource(abc.ABC):
@@ -72,7 +83,15 @@ class RunnerChannel:
     async def _read_reply(self) -> dict[str, Any]:
         header = await self.source.readexactly(4)
         (size,) = struct.unpack(">I", header)
-        reply: dict[str, Any] = json.loads(await self.source.readexactly(size))
+        if size > MAX_REPLY_BYTES:
+            raise RunnerCorrupt(f"reply length {size} out of range")
+        body = await self.source.readexactly(size)
+        try:
+            reply = json.loads(body)
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise RunnerCorrupt(f"undecodable reply: {exc}") from None
+        if not isinstance(reply, dict):
+            raise RunnerCorrupt(f"reply is not an object: {type(reply).__name__}")
         return reply
 
     def close(self) -> None:
@@ -203,17 +222,23 @@ class RunnerSandbox(Sandbox):
                     detail=f"the sandbox stopped answering ({exc}); it was killed and replaced "
                     "(work dir lost)",
                 )
-            except RunnerGone:
-                # The job killed its own runner (same user inside the sandbox): the job's doing, not the
-                # infrastructure's. The sandbox is reset to a fresh one; its work dir is lost.
+            except RunnerGone as exc:
+                # The job killed its own runner (same user inside the sandbox) or garbled its channel: the
+                # job's doing, not the infrastructure's. The sandbox is reset to a fresh one; its work dir
+                # is lost.
                 await self._reset_handle()
+                what = (
+                    "corrupted the sandbox runner's channel"
+                    if isinstance(exc, RunnerCorrupt)
+                    else ("killed the sandbox runner")
+                )
                 return ExecResult(
                     ExecStatus.KILLED,
                     None,
                     "",
                     "",
                     time.monotonic() - started,
-                    detail="the program killed the sandbox runner; the sandbox was reset (work dir lost)",
+                    detail=f"the program {what}; the sandbox was reset (work dir lost)",
                 )
         if not reply.get("ok"):
             return _error_result(f"runner refused the job: {reply.get('error')}", started)
