@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,10 +14,12 @@ from palaestra.plugins.math.tasks import (
     GENERATORS,
     DatasetError,
     Task,
+    arithmetic_task,
     clamp_difficulty,
     load_jsonl,
     load_sample,
     mixed_task,
+    restated_answer,
 )
 
 
@@ -89,9 +92,27 @@ def test_word_problem_solutions_check_out() -> None:
             assert task.solution.splitlines()[-1].endswith(f"= {task.answer}")
 
 
+def test_difficulty_zero_is_single_digit_addition_with_every_answer_equally_likely() -> None:
+    tasks = [arithmetic_task(i, 0, split) for split in ("train", "test") for i in range(2000)]
+    pairs = {tuple(int(n) for n in _expression(t).split(" + ")) for t in tasks}
+    assert pairs == {(a, s - a) for s in range(10) for a in range(s + 1)}  # all 55, nothing else
+    assert all(evaluate(_expression(t)) == Fraction(t.answer) for t in tasks)
+    counts = Counter(t.answer for t in tasks)
+    assert set(counts) == {str(n) for n in range(10)}
+    assert max(counts.values()) < 1.25 * min(counts.values())  # no answer is a better blind guess
+    assert [t.problem for t in tasks[:50]] != [t.problem for t in tasks[2000:2050]]  # splits: other seeds
+    assert restated_answer(tasks[0].problem, "7") == f"{_expression(tasks[0])} = \\boxed{{7}}"
+
+
+def test_generators_without_a_level_zero_treat_it_as_one() -> None:
+    for kind in ("fractions", "linear", "quadratic", "word"):
+        assert GENERATORS[kind](3, 0, "train") == GENERATORS[kind](3, 1, "train")
+
+
 def test_difficulty_is_validated() -> None:
     assert clamp_difficulty("3") == 3
-    for bad in (0, 6, "hard", None):
+    assert clamp_difficulty(0) == 0
+    for bad in (-1, 6, "hard", None):
         with pytest.raises(ValueError):
             clamp_difficulty(bad)
 

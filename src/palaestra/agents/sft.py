@@ -2,12 +2,16 @@
 
 Each example is the environment's opening messages and an assistant reply; the loss covers only the
 reply's tokens (and its end-of-turn token), exactly as the policy would produce them.
+
+`format_only_examples` makes replies that show the format but not the answers: every reply carries an
+answer drawn at random, independently of the problem, so a warm-started policy knows how to answer but
+is no better than chance at what to answer; any rise after that is the RL's doing.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -25,6 +29,18 @@ def sft_sample(
     ids = prompt_ids + reply_ids
     mask = [False] * len(prompt_ids) + [True] * len(reply_ids)
     return TrainSample(ids=ids, policy_mask=mask, advantages=[1.0] * len(ids))
+
+
+def format_only_examples(
+    prompts: Sequence[Sequence[Message]],
+    reply: Callable[[Sequence[Message], str], str],
+    answers: Sequence[str],
+    *,
+    seed: int = 0,
+) -> list[tuple[Sequence[Message], str]]:
+    """(prompt, reply(prompt, answer)) with `answer` drawn uniformly from `answers` for every prompt."""
+    rng = random.Random(seed)
+    return [(prompt, reply(prompt, rng.choice(answers))) for prompt in prompts]
 
 
 def supervised_warmup(

@@ -39,7 +39,7 @@ _BOXED_FIRST = MathSettings()
 _GSM8K_STYLE = MathSettings(extract=("boxed", "hashes", "answer_is", "last_number"), percent="number")
 
 _GENERATED = {
-    "arithmetic": "Integer arithmetic with + - * (and / from difficulty 3); difficulty 1-5.",
+    "arithmetic": "Integer arithmetic with + - * (and / from difficulty 3); difficulty 0 (a + b) to 5.",
     "fractions": "Arithmetic on fractions; answers are reduced fractions; difficulty 1-5.",
     "linear": "Solve a linear equation in x (fractional solutions from difficulty 4); difficulty 1-5.",
     "quadratic": "Find all real roots of a quadratic (rational roots from difficulty 4); difficulty 1-5.",

@@ -201,6 +201,19 @@ def single_digit_addition(index: int, split: str) -> Task:
     )
 
 
+_COMPUTE = re.compile(r"Compute the (?:.*?) of (?P<expression>.+)\.\s*$")
+
+
+def restated_answer(problem: str, answer: str) -> str:
+    """An arithmetic reply in the shape `<expression> = \\boxed{<answer>}`: the problem's expression
+    restated, then the given answer (not necessarily the right one). Used to teach a policy the answer
+    format before RL without teaching it any answers."""
+    found = _COMPUTE.search(problem)
+    if found is None:
+        raise ValueError(f"not an arithmetic problem: {problem!r}")
+    return f"{found.group('expression')} = \\boxed{{{answer}}}"
+
+
 def arithmetic_task(index: int, difficulty: int = 1, split: str = "train") -> Task:
     if difficulty == 0:
         return single_digit_addition(index, split)
