@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import sys
 import threading
@@ -96,7 +97,9 @@ class McpConnection:
             return
         self._closed = True
         if self._loop is not None and self._queue is not None:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
+            # The private loop may already have ended (e.g. the server failed to start): nothing to signal.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
         await asyncio.to_thread(self._thread.join, 10.0)
 
     async def _submit(self, job: Callable[[Any], Awaitable[Any]]) -> Any:
