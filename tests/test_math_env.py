@@ -89,6 +89,18 @@ async def test_first_observation_is_deterministic_by_seed(make_env: Callable[...
     assert first.tools == []
 
 
+async def test_terse_prompt_is_the_bare_expression(make_env: Callable[..., MathEnv]) -> None:
+    full = (await make_env("math/arithmetic").reset(seed=5)).agents["agent"].observation
+    terse = (await make_env("math/arithmetic", {"prompt": "terse"}).reset(seed=5)).agents["agent"].observation
+    [message] = terse.messages
+    assert message.role == "user" and full.messages[1].content == f"Compute the value of {message.content}."
+    word = make_env("math/gsm8k-sample", {"prompt": "terse"}, task=3)
+    [problem] = (await word.reset(seed=0)).agents["agent"].observation.messages
+    assert word.task is not None and problem.content == word.task.problem
+    with pytest.raises(ValueError, match="prompt must be one of"):
+        make_env("math/arithmetic", {"prompt": "short"})
+
+
 async def test_correct_wrong_and_missing_answers(make_env: Callable[..., MathEnv]) -> None:
     env = make_env("math/arithmetic", {"difficulty": 2})
     await env.reset(seed=4)

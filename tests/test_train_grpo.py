@@ -16,14 +16,12 @@ from palaestra.agents.client import AsyncClient
 from palaestra.agents.grpo import GRPOConfig, GRPOTrainer, TrainSample, episode_samples
 from palaestra.agents.rewards import RewardMixer
 from palaestra.agents.rollout import EpisodeRollout
-from palaestra.agents.sft import format_only_examples, supervised_warmup
+from palaestra.agents.sft import supervised_warmup
 from palaestra.agents.tiny import build_model, build_tokenizer
 from palaestra.agents.tokens import Transcript
 from palaestra.agents.train_cli import scripted_examples
 from palaestra.plugins.echo import WORDS
-from palaestra.types import Message, RewardComponent, RewardKind
-
-GRPO_MATH_STEPS = 300
+from palaestra.types import RewardComponent, RewardKind
 
 
 def _episode(
@@ -126,11 +124,3 @@ async def test_multi_turn_grpo_runs_end_to_end_through_the_server(
         await resumed.train_step()
         assert resumed.step == 2
     assert (checkpoint / "model.safetensors").exists() and (checkpoint / "config.json").exists()
-
-
-def test_format_only_examples_carry_random_answers_not_the_right_ones() -> None:
-    prompts = [[Message("user", f"Compute the value of {n} + 0.")] for n in range(10)] * 20
-    examples = format_only_examples(prompts, lambda p, a: f"\\boxed{{{a}}}", [str(n) for n in range(10)])
-    right = sum(reply == f"\\boxed{{{p[-1].content[21]}}}" for p, reply in examples)
-    assert len({reply for _, reply in examples}) == 10  # every answer shows up ...
-    assert right < 50  # ... but matches the problem only by chance (about 1 in 10 of 200)

@@ -257,7 +257,7 @@ class GRPOTrainer:
                     delta = reference[index] - logp
                     kl = torch.exp(delta) - delta - 1  # k3: unbiased, always >= 0
                     per_token = per_token + cfg.kl_beta * kl
-                    totals["kl"] += float((kl * mask).sum()) / policy_tokens
+                    totals["kl"] += float((kl.detach() * mask).sum()) / policy_tokens
                 loss = (per_token * mask).sum() / policy_tokens
                 loss.backward()
                 totals["loss"] += float(loss.detach())

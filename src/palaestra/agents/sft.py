@@ -2,16 +2,14 @@
 
 Each example is the environment's opening messages and an assistant reply; the loss covers only the
 reply's tokens (and its end-of-turn token), exactly as the policy would produce them.
-
-`format_only_examples` makes replies that show the format but not the answers: every reply carries an
-answer drawn at random, independently of the problem, so a warm-started policy knows how to answer but
-is no better than chance at what to answer; any rise after that is the RL's doing.
+`SupervisedWarmup` runs in chunks, so a caller can stop it as soon as a check of its own passes
+(e.g. a target accuracy on held-back training problems).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -31,16 +29,44 @@ def sft_sample(
     return TrainSample(ids=ids, policy_mask=mask, advantages=[1.0] * len(ids))
 
 
-def format_only_examples(
-    prompts: Sequence[Sequence[Message]],
-    reply: Callable[[Sequence[Message], str], str],
-    answers: Sequence[str],
-    *,
-    seed: int = 0,
-) -> list[tuple[Sequence[Message], str]]:
-    """(prompt, reply(prompt, answer)) with `answer` drawn uniformly from `answers` for every prompt."""
-    rng = random.Random(seed)
-    return [(prompt, reply(prompt, rng.choice(answers))) for prompt in prompts]
+class SupervisedWarmup:
+    """Cross-entropy on the replies, run in as many chunks as the caller wants (one optimizer
+    throughout), so a caller can stop as soon as a check it chooses passes."""
+
+    def __init__(
+        self,
+        model: Any,
+        codec: ChatCodec,
+        examples: Sequence[tuple[Sequence[Message], str]],
+        *,
+        batch_size: int = 16,
+        learning_rate: float = 3e-3,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.pad_id = codec.tokenizer.pad_token_id
+        self.samples = [sft_sample(codec, prompt, reply) for prompt, reply in examples]
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+        self.rng = random.Random(seed)
+        self.steps = 0
+
+    def run(self, steps: int) -> list[float]:
+        """`steps` optimizer steps on random batches; returns the loss of each."""
+        losses = []
+        self.model.train()
+        for _ in range(steps):
+            batch = self.rng.sample(self.samples, min(self.batch_size, len(self.samples)))
+            ids, attention, mask, _ = pad_batch(batch, self.pad_id)
+            logp = token_logprobs(self.model, ids, attention)
+            loss = -(logp * mask).sum() / mask.sum()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+        self.steps += steps
+        return losses
 
 
 def supervised_warmup(
@@ -53,20 +79,8 @@ def supervised_warmup(
     learning_rate: float = 3e-3,
     seed: int = 0,
 ) -> list[float]:
-    """Cross-entropy on the replies; returns the loss of each step."""
-    rng = random.Random(seed)
-    samples = [sft_sample(codec, prompt, reply) for prompt, reply in examples]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-    pad_id = codec.tokenizer.pad_token_id
-    losses = []
-    model.train()
-    for _ in range(steps):
-        ids, attention, mask, _ = pad_batch(rng.sample(samples, min(batch_size, len(samples))), pad_id)
-        logp = token_logprobs(model, ids, attention)
-        loss = -(logp * mask).sum() / mask.sum()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-    return losses
+    """`steps` supervised steps in one go; returns the loss of each step."""
+    warmup = SupervisedWarmup(
+        model, codec, examples, batch_size=batch_size, learning_rate=learning_rate, seed=seed
+    )
+    return warmup.run(steps)

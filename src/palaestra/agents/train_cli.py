@@ -238,18 +238,6 @@ async def scripted_examples(
     return examples
 
 
-async def opening_prompts(
-    client: Any, env_id: str, options: Mapping[str, Any], count: int, seed: int
-) -> list[list[Any]]:
-    """The opening messages of `count` episodes (seeds derived from `seed`), e.g. for format warm-up."""
-    prompts = []
-    for index in range(count):
-        [step] = await client.open(env_id, seed=seed * 100_003 + index, options=dict(options))
-        prompts.append(list(step.result.observation.messages))
-        await client.close([step.episode_id])
-    return prompts
-
-
 async def _grpo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 

@@ -177,7 +177,7 @@ class MathEnv(AsyncEnv):
         self.task = self.variant.source.pick(options.get("task", self.ctx.task), seed, self.settings)
         self.tool_calls, self.turns, self.steps_over_budget, self.done = 0, 0, 0, False
         observation = Observation(
-            messages=[Message("system", self._system_prompt()), Message("user", self._problem_text())],
+            messages=self._opening_messages(),
             tools=[PYTHON_TOOL] if self.settings.tools else [],
             info={"task_id": self.task.id},
         )
@@ -205,6 +205,12 @@ class MathEnv(AsyncEnv):
     def _answer_strategies(self) -> tuple[str, ...]:
         assert self.task is not None
         return ("choice",) if self.task.choices else self.settings.extract
+
+    def _opening_messages(self) -> list[Message]:
+        assert self.task is not None
+        if self.settings.prompt == "terse":  # for small policies that learn the format in a warm-up
+            return [Message("user", str(self.task.meta.get("expression", self._problem_text())))]
+        return [Message("system", self._system_prompt()), Message("user", self._problem_text())]
 
     def _system_prompt(self) -> str:
         lines = ["Solve the problem step by step.", _FORMAT_INSTRUCTIONS[self._answer_strategies()[0]]]

@@ -13,6 +13,7 @@ from palaestra.plugins.math.prm import AGGREGATES
 from palaestra.plugins.math.tasks import clamp_difficulty
 
 MAX_TOOL_CALLS_LIMIT = 16
+PROMPTS = ("full", "terse")
 DEFAULT_WEIGHTS = {"outcome": 1.0, "format": 0.1, "process": 0.1, "prm": 0.1}
 
 
@@ -24,6 +25,7 @@ class MathSettings:
     max_answer_chars: int = 1000
     difficulty: int = 1
     split: str = "train"
+    prompt: str = "full"  # "full": the answer format, then the problem; "terse": the bare expression
     tools: bool = False
     max_tool_calls: int = 4
     tool_timeout_s: float = 10.0
@@ -69,6 +71,8 @@ def _coerce(name: str, value: Any) -> Any:
 
 def _validate(settings: MathSettings) -> MathSettings:
     VerifyOptions(percent=settings.percent)  # type: ignore[arg-type]
+    if settings.prompt not in PROMPTS:
+        raise ValueError(f"prompt must be one of {PROMPTS}")
     if settings.multiple_answers not in ("reject", "last"):
         raise ValueError("multiple_answers must be 'reject' or 'last'")
     if settings.prm_aggregate not in AGGREGATES:

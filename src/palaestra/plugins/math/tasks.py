@@ -179,7 +179,7 @@ def _arithmetic(index: int, difficulty: int, split: str, fractions: bool) -> Tas
         id=f"{kind}-{split}-d{difficulty}-{index}",
         problem=f"Compute the {noun} of {text}.",
         answer=format_number(value),
-        meta={"difficulty": difficulty, "generator": kind},
+        meta={"difficulty": difficulty, "generator": kind, "expression": text},
     )
 
 
@@ -197,21 +197,8 @@ def single_digit_addition(index: int, split: str) -> Task:
         id=f"arithmetic-{split}-d0-{index}",
         problem=f"Compute the value of {left} + {right}.",
         answer=str(left + right),
-        meta={"difficulty": 0, "generator": "arithmetic"},
+        meta={"difficulty": 0, "generator": "arithmetic", "expression": f"{left} + {right}"},
     )
-
-
-_COMPUTE = re.compile(r"Compute the (?:.*?) of (?P<expression>.+)\.\s*$")
-
-
-def restated_answer(problem: str, answer: str) -> str:
-    """An arithmetic reply in the shape `<expression> = \\boxed{<answer>}`: the problem's expression
-    restated, then the given answer (not necessarily the right one). Used to teach a policy the answer
-    format before RL without teaching it any answers."""
-    found = _COMPUTE.search(problem)
-    if found is None:
-        raise ValueError(f"not an arithmetic problem: {problem!r}")
-    return f"{found.group('expression')} = \\boxed{{{answer}}}"
 
 
 def arithmetic_task(index: int, difficulty: int = 1, split: str = "train") -> Task:
