@@ -3,7 +3,8 @@
 Shared by `examples/train_grpo_math.py` (the full curve and the plot) and
 `tests/test_train_grpo_math.py` (a short run that must show the rise).
 
-1. A ~420k-parameter Llama-style model and a character-level tokenizer, built in code (no downloads).
+1. A 539k-parameter Llama-style model (128 wide, 2 layers) and a character-level tokenizer, built in
+   code (no downloads).
 2. Warm-up: supervised steps on worked answers to training-split problems (the number alone, computed
    from the expression the agent is shown, as the plugin's scripted agent does), stopped as soon as the
    greedy accuracy on 100 other training-split problems reaches `warmup_target` (25%). The policy then
