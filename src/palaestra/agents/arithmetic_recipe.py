@@ -31,6 +31,7 @@ from palaestra.agents.sft import SupervisedWarmup
 from palaestra.agents.tiny import build_model, build_tokenizer
 from palaestra.agents.tokens import ChatCodec
 from palaestra.plugins.math.steps import evaluate
+from palaestra.plugins.math.tasks import format_number
 from palaestra.types import Message
 
 ENV = "math/arithmetic"
@@ -86,8 +87,7 @@ class ArithmeticGRPO:
 
 def worked_answer(prompt: Sequence[Message]) -> str:
     """The right reply to a terse arithmetic prompt, from the expression the agent is shown."""
-    value = evaluate(prompt[-1].content)
-    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+    return format_number(evaluate(prompt[-1].content))
 
 
 async def opening_messages(

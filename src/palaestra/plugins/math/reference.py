@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 
 from palaestra.plugins.math.steps import evaluate
+from palaestra.plugins.math.tasks import format_number
 from palaestra.types import DEFAULT_AGENT, Action, EpisodeStep, Message, ToolCall
 
 SOLVABLE = ("math/arithmetic", "math/fractions", "math/arithmetic-tools")
@@ -54,8 +55,6 @@ def make_scripted_policy(env_id: str, seed: int | None = None) -> Policy | None:
             return {DEFAULT_AGENT: Action(message=message)}
         if tool_replies:
             return {DEFAULT_AGENT: _answer(tool_replies[-1].content.strip())}
-        value = evaluate(expression)
-        text = str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
-        return {DEFAULT_AGENT: _answer(text)}
+        return {DEFAULT_AGENT: _answer(format_number(evaluate(expression)))}
 
     return act
