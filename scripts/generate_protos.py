@@ -1,16 +1,21 @@
 """Regenerate the committed protobuf/gRPC code from protos/ (python scripts/generate_protos.py).
 
-Output goes to src/palaestra/v1/ with mypy stubs. `--check DIR` writes into DIR instead, so the
+Output goes to src/palaestra/v1/ with mypy stubs. `--out DIR` writes into DIR instead, so the
 tests can compare a fresh generation with what is committed.
+
+protos/ holds everything the contract imports except the protobuf well-known types
+(google/protobuf/*.proto, bundled with every protobuf toolchain): google/rpc/status.proto is
+vendored there from googleapis. Only palaestra/v1 is generated; google.rpc's Python code comes from
+the googleapis-common-protos package.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-import google.rpc
 import grpc_tools
 from grpc_tools import protoc
 
@@ -20,15 +25,11 @@ PROTOS = ROOT / "protos"
 
 def generate(out_dir: Path) -> None:
     sources = sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / "palaestra" / "v1").glob("*.proto"))
-    googleapis = Path(
-        next(iter(google.rpc.__path__))
-    ).parent.parent  # site-packages holding google/rpc/*.proto
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     out_dir.mkdir(parents=True, exist_ok=True)
     args = [
         "protoc",
         f"-I{PROTOS}",
-        f"-I{googleapis}",
         f"-I{well_known}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
@@ -36,6 +37,8 @@ def generate(out_dir: Path) -> None:
         f"--mypy_grpc_out={out_dir}",
         *sources,
     ]
+    # protoc finds its mypy plugins on PATH: the ones installed beside this interpreter.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     if protoc.main(args) != 0:
         sys.exit("protoc failed")
     package = out_dir / "palaestra" / "v1"

@@ -142,7 +142,7 @@ def test_unary_mirror_and_idle_reaper(start_server: StartServer) -> None:
         assert step.episodes[0].agents[0].observation.messages[0].content == "You said: hi"
         time.sleep(1.5)
         with pytest.raises(grpc.RpcError) as gone:
-            stub.Close(env_pb2.CloseRequest(episode_ids=[episode_id]))
+            stub.CloseEpisodes(env_pb2.CloseRequest(episode_ids=[episode_id]))
         assert gone.value.code() is grpc.StatusCode.NOT_FOUND
 
 

@@ -159,7 +159,7 @@ class EnvService(env_pb2_grpc.EnvServiceServicer):
     ) -> env_pb2.StepResponse:
         return await self._unary(self.runtime.step, request, context)
 
-    async def Close(
+    async def CloseEpisodes(
         self, request: env_pb2.CloseRequest, context: grpc.aio.ServicerContext
     ) -> env_pb2.CloseResponse:
         return await self._unary(self.runtime.close, request, context)

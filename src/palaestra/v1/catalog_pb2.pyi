@@ -46,21 +46,37 @@ class RewardComponentSpec(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    LOW_FIELD_NUMBER: _builtins.int
+    HIGH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """may end in "*" to declare a family, e.g. "checklist.*" """
     kind: _types_pb2.RewardKind.ValueType
     description: _builtins.str
+    low: _builtins.float
+    """unset: unbounded below"""
+    high: _builtins.float
+    """unset: unbounded above"""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         kind: _types_pb2.RewardKind.ValueType = ...,
         description: _builtins.str = ...,
+        low: _builtins.float | None = ...,
+        high: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_high", b"_high", "_low", b"_low", "high", b"high", "low", b"low"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "kind", b"kind", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_high", b"_high", "_low", b"_low", "description", b"description", "high", b"high", "kind", b"kind", "low", b"low", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__high: _TypeAlias = _typing.Literal["high"]  # noqa: Y015
+    _WhichOneofArgType__high: _TypeAlias = _typing.Literal["_high", b"_high"]  # noqa: Y015
+    _WhichOneofReturnType__low: _TypeAlias = _typing.Literal["low"]  # noqa: Y015
+    _WhichOneofArgType__low: _TypeAlias = _typing.Literal["_low", b"_low"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__high) -> _WhichOneofReturnType__high | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__low) -> _WhichOneofReturnType__low | None: ...
 
 Global___RewardComponentSpec: _TypeAlias = RewardComponentSpec  # noqa: Y015
 
@@ -80,6 +96,9 @@ class EnvSpec(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     MAX_EPISODE_STEPS_FIELD_NUMBER: _builtins.int
     NUM_TASKS_FIELD_NUMBER: _builtins.int
+    OPTIONS_SCHEMA_FIELD_NUMBER: _builtins.int
+    SANDBOX_PROFILES_FIELD_NUMBER: _builtins.int
+    ISOLATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     description: _builtins.str
     plugin: _builtins.str
@@ -89,6 +108,10 @@ class EnvSpec(_message.Message):
     """0: no limit declared"""
     num_tasks: _builtins.int
     """0: tasks are generated or not applicable"""
+    options_schema: _builtins.str
+    """JSON Schema (JSON text) of the open options; empty: none declared"""
+    isolation: _builtins.str
+    """the isolation in force, as the server runs it"""
     @_builtins.property
     def agents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -99,6 +122,10 @@ class EnvSpec(_message.Message):
     def reward_components(self) -> _containers.RepeatedCompositeFieldContainer[Global___RewardComponentSpec]: ...
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def sandbox_profiles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """sandbox profiles the environment leases"""
+
     def __init__(
         self,
         *,
@@ -114,10 +141,13 @@ class EnvSpec(_message.Message):
         tags: _abc.Iterable[_builtins.str] | None = ...,
         max_episode_steps: _builtins.int = ...,
         num_tasks: _builtins.int = ...,
+        options_schema: _builtins.str = ...,
+        sandbox_profiles: _abc.Iterable[_builtins.str] | None = ...,
+        isolation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["action_space", b"action_space", "observation_space", b"observation_space"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_space", b"action_space", "agents", b"agents", "description", b"description", "id", b"id", "kind", b"kind", "max_episode_steps", b"max_episode_steps", "num_tasks", b"num_tasks", "observation_space", b"observation_space", "plugin", b"plugin", "plugin_version", b"plugin_version", "reward_components", b"reward_components", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_space", b"action_space", "agents", b"agents", "description", b"description", "id", b"id", "isolation", b"isolation", "kind", b"kind", "max_episode_steps", b"max_episode_steps", "num_tasks", b"num_tasks", "observation_space", b"observation_space", "options_schema", b"options_schema", "plugin", b"plugin", "plugin_version", b"plugin_version", "reward_components", b"reward_components", "sandbox_profiles", b"sandbox_profiles", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -191,8 +221,11 @@ class PluginInfo(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     ENVIRONMENTS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
+    error: _builtins.str
+    """Non-empty: the plugin failed to import or to register, and serves nothing; this says why."""
     @_builtins.property
     def environments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -201,10 +234,11 @@ class PluginInfo(_message.Message):
         name: _builtins.str = ...,
         version: _builtins.str = ...,
         environments: _abc.Iterable[_builtins.str] | None = ...,
+        error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["environments", b"environments", "name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["environments", b"environments", "error", b"error", "name", b"name", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -229,12 +263,33 @@ Global___ServerInfoRequest: _TypeAlias = ServerInfoRequest  # noqa: Y015
 class ServerInfo(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class IsolationEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PROTOCOL_VERSION_FIELD_NUMBER: _builtins.int
     SERVER_VERSION_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     PLUGINS_FIELD_NUMBER: _builtins.int
     MAX_EPISODES_FIELD_NUMBER: _builtins.int
     MAX_EPISODES_PER_CLIENT_FIELD_NUMBER: _builtins.int
+    ISOLATION_FIELD_NUMBER: _builtins.int
     protocol_version: _builtins.str
     server_version: _builtins.str
     max_episodes: _builtins.int
@@ -243,6 +298,10 @@ class ServerInfo(_message.Message):
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def plugins(self) -> _containers.RepeatedCompositeFieldContainer[Global___PluginInfo]: ...
+    @_builtins.property
+    def isolation(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """environment id -> the isolation in force"""
+
     def __init__(
         self,
         *,
@@ -252,10 +311,11 @@ class ServerInfo(_message.Message):
         plugins: _abc.Iterable[Global___PluginInfo] | None = ...,
         max_episodes: _builtins.int = ...,
         max_episodes_per_client: _builtins.int = ...,
+        isolation: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "max_episodes", b"max_episodes", "max_episodes_per_client", b"max_episodes_per_client", "plugins", b"plugins", "protocol_version", b"protocol_version", "server_version", b"server_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "isolation", b"isolation", "max_episodes", b"max_episodes", "max_episodes_per_client", b"max_episodes_per_client", "plugins", b"plugins", "protocol_version", b"protocol_version", "server_version", b"server_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,8 +8,13 @@ client-chosen request_id that its reply echoes, and a step request can carry act
 episodes at once. Recoverable errors come back in-band (SessionResponse.error) and the stream
 survives. When the stream ends, its episodes are closed.
 
-Open/Reset/Step/Close mirror the stream as unary calls for simple clients and grpcurl; episodes
-opened that way are closed after an idle timeout.
+Open/Reset/Step/CloseEpisodes mirror the stream as unary calls for simple clients and grpcurl;
+episodes opened that way are closed after an idle timeout. (The close call is named CloseEpisodes,
+not Close, because generated clients have a close() method of their own, e.g. grpc-js.)
+
+Errors (docs/protocol.md): a request that fails as a whole is the call's status on the unary calls
+and SessionResponse.error on the stream. Within a batch, a failure of one episode travels in that
+episode's EpisodeResult.error, so the other episodes' results are not lost; the call is then OK.
 """
 
 from collections import abc as _abc

@@ -54,8 +54,8 @@ class EnvServiceStub:
                 request_serializer=palaestra_dot_v1_dot_env__pb2.StepRequest.SerializeToString,
                 response_deserializer=palaestra_dot_v1_dot_env__pb2.StepResponse.FromString,
                 _registered_method=True)
-        self.Close = channel.unary_unary(
-                '/palaestra.v1.EnvService/Close',
+        self.CloseEpisodes = channel.unary_unary(
+                '/palaestra.v1.EnvService/CloseEpisodes',
                 request_serializer=palaestra_dot_v1_dot_env__pb2.CloseRequest.SerializeToString,
                 response_deserializer=palaestra_dot_v1_dot_env__pb2.CloseResponse.FromString,
                 _registered_method=True)
@@ -88,7 +88,7 @@ class EnvServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Close(self, request, context):
+    def CloseEpisodes(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,8 +117,8 @@ def add_EnvServiceServicer_to_server(servicer, server):
                     request_deserializer=palaestra_dot_v1_dot_env__pb2.StepRequest.FromString,
                     response_serializer=palaestra_dot_v1_dot_env__pb2.StepResponse.SerializeToString,
             ),
-            'Close': grpc.unary_unary_rpc_method_handler(
-                    servicer.Close,
+            'CloseEpisodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseEpisodes,
                     request_deserializer=palaestra_dot_v1_dot_env__pb2.CloseRequest.FromString,
                     response_serializer=palaestra_dot_v1_dot_env__pb2.CloseResponse.SerializeToString,
             ),
@@ -242,7 +242,7 @@ class EnvService:
             _registered_method=True)
 
     @staticmethod
-    def Close(request,
+    def CloseEpisodes(request,
             target,
             options=(),
             channel_credentials=None,
@@ -255,7 +255,7 @@ class EnvService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/palaestra.v1.EnvService/Close',
+            '/palaestra.v1.EnvService/CloseEpisodes',
             palaestra_dot_v1_dot_env__pb2.CloseRequest.SerializeToString,
             palaestra_dot_v1_dot_env__pb2.CloseResponse.FromString,
             options,

@@ -8,8 +8,13 @@ client-chosen request_id that its reply echoes, and a step request can carry act
 episodes at once. Recoverable errors come back in-band (SessionResponse.error) and the stream
 survives. When the stream ends, its episodes are closed.
 
-Open/Reset/Step/Close mirror the stream as unary calls for simple clients and grpcurl; episodes
-opened that way are closed after an idle timeout.
+Open/Reset/Step/CloseEpisodes mirror the stream as unary calls for simple clients and grpcurl;
+episodes opened that way are closed after an idle timeout. (The close call is named CloseEpisodes,
+not Close, because generated clients have a close() method of their own, e.g. grpc-js.)
+
+Errors (docs/protocol.md): a request that fails as a whole is the call's status on the unary calls
+and SessionResponse.error on the stream. Within a batch, a failure of one episode travels in that
+episode's EpisodeResult.error, so the other episodes' results are not lost; the call is then OK.
 """
 
 from collections import abc as _abc
@@ -44,7 +49,7 @@ class EnvServiceStub:
     Open: _grpc.UnaryUnaryMultiCallable[_env_pb2.OpenRequest, _env_pb2.OpenResponse]
     Reset: _grpc.UnaryUnaryMultiCallable[_env_pb2.ResetRequest, _env_pb2.ResetResponse]
     Step: _grpc.UnaryUnaryMultiCallable[_env_pb2.StepRequest, _env_pb2.StepResponse]
-    Close: _grpc.UnaryUnaryMultiCallable[_env_pb2.CloseRequest, _env_pb2.CloseResponse]
+    CloseEpisodes: _grpc.UnaryUnaryMultiCallable[_env_pb2.CloseRequest, _env_pb2.CloseResponse]
 
 @_typing.type_check_only
 class EnvServiceAsyncStub(EnvServiceStub):
@@ -53,7 +58,7 @@ class EnvServiceAsyncStub(EnvServiceStub):
     Open: _aio.UnaryUnaryMultiCallable[_env_pb2.OpenRequest, _env_pb2.OpenResponse]  # type: ignore[assignment]
     Reset: _aio.UnaryUnaryMultiCallable[_env_pb2.ResetRequest, _env_pb2.ResetResponse]  # type: ignore[assignment]
     Step: _aio.UnaryUnaryMultiCallable[_env_pb2.StepRequest, _env_pb2.StepResponse]  # type: ignore[assignment]
-    Close: _aio.UnaryUnaryMultiCallable[_env_pb2.CloseRequest, _env_pb2.CloseResponse]  # type: ignore[assignment]
+    CloseEpisodes: _aio.UnaryUnaryMultiCallable[_env_pb2.CloseRequest, _env_pb2.CloseResponse]  # type: ignore[assignment]
 
 class EnvServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -85,7 +90,7 @@ class EnvServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_env_pb2.StepResponse, _abc.Awaitable[_env_pb2.StepResponse]]: ...
 
     @_abc_1.abstractmethod
-    def Close(
+    def CloseEpisodes(
         self,
         request: _env_pb2.CloseRequest,
         context: _ServicerContext,
