@@ -9,16 +9,20 @@ from pathlib import Path
 
 import pytest
 
+from palaestra.plugins.math.settings import MathSettings, merge
 from palaestra.plugins.math.steps import check_steps, evaluate
 from palaestra.plugins.math.tasks import (
     GENERATORS,
     DatasetError,
     Task,
     arithmetic_task,
+    canonical_expression,
     clamp_difficulty,
     load_jsonl,
     load_sample,
     mixed_task,
+    problem_key,
+    problem_split,
 )
 
 
@@ -91,16 +95,58 @@ def test_word_problem_solutions_check_out() -> None:
             assert task.solution.splitlines()[-1].endswith(f"= {task.answer}")
 
 
+def _pair(task: Task) -> tuple[int, int]:
+    left, right = (int(n) for n in _expression(task).split(" + "))
+    return left, right
+
+
 def test_difficulty_zero_is_single_digit_addition_with_every_answer_equally_likely() -> None:
-    tasks = [arithmetic_task(i, 0, split) for split in ("train", "test") for i in range(2000)]
-    pairs = {tuple(int(n) for n in _expression(t).split(" + ")) for t in tasks}
+    train = [arithmetic_task(i, 0, "train") for i in range(2000)]
+    test = [arithmetic_task(i, 0, "test") for i in range(2000)]
+    pairs = {_pair(t) for t in train + test}
     assert pairs == {(a, s - a) for s in range(10) for a in range(s + 1)}  # all 55, nothing else
-    assert all(evaluate(_expression(t)) == Fraction(t.answer) for t in tasks)
-    counts = Counter(t.answer for t in tasks)
-    assert set(counts) == {str(n) for n in range(10)}
-    assert max(counts.values()) < 1.25 * min(counts.values())  # no answer is a better blind guess
-    assert [t.problem for t in tasks[:50]] != [t.problem for t in tasks[2000:2050]]  # splits: other seeds
-    assert all(t.problem == f"Compute the value of {t.meta['expression']}." for t in tasks)
+    assert all(evaluate(_expression(t)) == Fraction(t.answer) for t in train + test)
+    assert all(t.problem == f"Compute the value of {t.meta['expression']}." for t in train + test)
+    for tasks, answers in ((train, range(10)), (test, range(2, 10))):
+        counts = Counter(t.answer for t in tasks)
+        assert set(counts) == {str(n) for n in answers}
+        assert max(counts.values()) < 1.3 * min(counts.values())  # no answer is a better blind guess
+    # No test problem occurs in training, in either order.
+    unordered = [{tuple(sorted(_pair(t))) for t in tasks} for tasks in (train, test)]
+    assert not unordered[0] & unordered[1]
+    assert (len(unordered[0]), len(unordered[1])) == (22, 8)  # of the 30 pairs up to order
+
+
+@pytest.mark.parametrize("kind", [*GENERATORS, "mixed"])
+@pytest.mark.parametrize("difficulty", range(6))
+def test_test_problems_never_occur_in_training(kind: str, difficulty: int) -> None:
+    generate = mixed_task if kind == "mixed" else GENERATORS[kind]
+    train = [generate(i, difficulty, "train") for i in range(300)]
+    test = [generate(i, difficulty, "test") for i in range(300)]
+    assert all(problem_split(problem_key(t)) == "train" for t in train)
+    assert all(problem_split(problem_key(t)) == "test" for t in test)
+    assert not {t.problem for t in train} & {t.problem for t in test}
+    assert not {problem_key(t) for t in train} & {problem_key(t) for t in test}
+    assert len({t.problem for t in test}) >= min(8, len({t.problem for t in train}) // 8)
+
+
+def test_problem_keys_ignore_operand_order_of_a_lone_sum_or_product() -> None:
+    assert canonical_expression("5 + 3") == canonical_expression("3 + 5") == "3 + 5"
+    assert canonical_expression("(-2) * 7") == canonical_expression("7 * (-2)")
+    assert canonical_expression("5 - 3") != canonical_expression("3 - 5")
+    assert canonical_expression("1 + 2 + 3") == "1 + 2 + 3"
+    # Difficulty 1 has 300 problems (two operands 1-10, one of + - *): the splits share none.
+    train = {problem_key(arithmetic_task(i, 1, "train")) for i in range(3000)}
+    test = {problem_key(arithmetic_task(i, 1, "test")) for i in range(3000)}
+    # 100 differences, and 55 sums and 55 products up to order.
+    assert not train & test and len(train) + len(test) == 210
+
+
+def test_unknown_splits_are_refused() -> None:
+    with pytest.raises(ValueError, match="split must be one of train, test"):
+        arithmetic_task(0, 1, "validation")
+    with pytest.raises(ValueError, match="split must be one of"):
+        merge(MathSettings(), {"split": "dev"})
 
 
 def test_generators_without_a_level_zero_treat_it_as_one() -> None:

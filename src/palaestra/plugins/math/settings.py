@@ -10,7 +10,7 @@ from typing import Any
 from palaestra.plugins.math.checker import VerifyOptions
 from palaestra.plugins.math.extract import check_strategies
 from palaestra.plugins.math.prm import AGGREGATES
-from palaestra.plugins.math.tasks import clamp_difficulty
+from palaestra.plugins.math.tasks import check_split, clamp_difficulty
 
 MAX_TOOL_CALLS_LIMIT = 16
 PROMPTS = ("full", "terse")
@@ -81,8 +81,9 @@ def _validate(settings: MathSettings) -> MathSettings:
         raise ValueError(f"max_tool_calls must be from 0 to {MAX_TOOL_CALLS_LIMIT}")
     if settings.verify_deadline_s <= 0 or settings.tool_timeout_s <= 0 or settings.prm_timeout_s <= 0:
         raise ValueError("deadlines must be positive")
-    if settings.max_answer_chars <= 0 or not settings.split:
-        raise ValueError("max_answer_chars must be positive and split non-empty")
+    if settings.max_answer_chars <= 0:
+        raise ValueError("max_answer_chars must be positive")
+    check_split(settings.split)
     return settings
 
 

@@ -5,6 +5,11 @@ and a curriculum only has to raise `difficulty` (1 = easiest ... 5 = hardest). D
 first rung below that for arithmetic only: single-digit addition, small enough for a tiny model to learn
 from reward alone; the other generators treat 0 as 1. The gold answer is computed with exact rational
 arithmetic from the generated structure, never by evaluating text.
+
+Splits are disjoint by problem, not by seed: every problem belongs to exactly one split, chosen by a
+hash of its canonical key (`problem_key`), and a generator draws from its seed's stream until it meets a
+problem of the requested split. The key ignores difficulty and generator, so a problem never changes
+split between levels.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import json
 import random
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -121,6 +127,76 @@ def load_sample(name: str, fmt: str) -> list[Task]:
     return parse_records(text.splitlines(), fmt, f"sample {name}")
 
 
+# ---------------------------------------------------------------- splits
+
+SPLITS = ("train", "test")
+TEST_SHARE = 0.2  # the share of problems (by key) that belong to the test split
+MAX_DRAWS = 1000  # a generator gives up after this many draws outside its split (never seen: ~5 suffice)
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    return split
+
+
+def _key_hash(key: str) -> float:
+    """A uniform number in [0, 1) that depends only on the key."""
+    digest = hashlib.sha256(f"palaestra-split:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def canonical_expression(expression: str) -> str:
+    """The key of an arithmetic problem: its text, with the two operands of a lone `+` or `*` sorted,
+    so that `3 + 5` and `5 + 3` are one problem. Longer expressions are keyed by their text."""
+    parts = expression.split(" ")
+    if len(parts) == 3 and parts[1] in ("+", "*"):
+        left, right = sorted((parts[0], parts[2]))
+        return f"{left} {parts[1]} {right}"
+    return expression
+
+
+def problem_key(task: Task) -> str:
+    """What makes two problems the same: the canonical expression of generated arithmetic, else the text."""
+    expression = task.meta.get("expression")
+    return canonical_expression(expression) if expression else task.problem
+
+
+@cache
+def _single_digit_splits() -> dict[str, str]:
+    """The 30 single-digit sums (`a + b <= 9`, up to order), split stratified by sum: of the pairs with
+    each sum, the TEST_SHARE with the smallest key hash (at least one, when the sum has two or more
+    pairs) go to `test`. So `train` keeps every sum 0-9 and `test` covers sums 2-9."""
+    splits: dict[str, str] = {}
+    for total in range(10):
+        keys = sorted((f"{left} + {total - left}" for left in range(total // 2 + 1)), key=_key_hash)
+        held_out = max(1, int(len(keys) * TEST_SHARE)) if len(keys) >= 2 else 0
+        splits |= {key: "test" if rank < held_out else "train" for rank, key in enumerate(keys)}
+    return splits
+
+
+def problem_split(key: str) -> str:
+    """The split that owns a problem: 'test' for a fixed TEST_SHARE of keys (by hash), else 'train'.
+    Single-digit sums (difficulty 0's whole space) are split stratified by sum instead, so that every
+    answer stays equally likely within each split; at other levels they keep the same split."""
+    fixed = _single_digit_splits().get(key)
+    if fixed is not None:
+        return fixed
+    return "test" if _key_hash(key) < TEST_SHARE else "train"
+
+
+def _in_split(
+    kind: str, index: int, difficulty: int, split: str, draw: Callable[[random.Random], Task]
+) -> Task:
+    """The first problem of this seed's stream that belongs to `split`, with a stable id."""
+    rng = task_rng(kind, index, difficulty, check_split(split))
+    for _ in range(MAX_DRAWS):
+        task = draw(rng)
+        if problem_split(problem_key(task)) == split:
+            return replace(task, id=f"{kind}-{split}-d{difficulty}-{index}")
+    raise RuntimeError(f"no {split} problem for {kind} difficulty {difficulty} in {MAX_DRAWS} draws")
+
+
 # ---------------------------------------------------------------- generators
 
 
@@ -156,9 +232,8 @@ def _operand(rng: random.Random, difficulty: int, fractions: bool) -> Fraction:
     return Fraction(value)
 
 
-def _arithmetic(index: int, difficulty: int, split: str, fractions: bool) -> Task:
+def _arithmetic(rng: random.Random, difficulty: int, fractions: bool) -> Task:
     kind = "fractions" if fractions else "arithmetic"
-    rng = task_rng(kind, index, difficulty, split)
     operand_count = 1 + difficulty + (1 if difficulty >= 4 else 0)
     value = _operand(rng, difficulty, fractions)
     text, atomic = _term(value), True
@@ -176,23 +251,37 @@ def _arithmetic(index: int, difficulty: int, split: str, fractions: bool) -> Tas
         "exact value (as a reduced fraction if it is not an integer)" if fractions or "/" in text else "value"
     )
     return Task(
-        id=f"{kind}-{split}-d{difficulty}-{index}",
+        id="",  # set by _in_split
         problem=f"Compute the {noun} of {text}.",
         answer=format_number(value),
         meta={"difficulty": difficulty, "generator": kind, "expression": text},
     )
 
 
+@cache
+def single_digit_pairs(split: str) -> tuple[tuple[tuple[int, int], ...], ...]:
+    """Difficulty 0's problems in one split, grouped by sum: `pairs[s]` holds the (left, right) terms
+    whose sum is s (see `problem_split`)."""
+    check_split(split)
+    return tuple(
+        tuple(
+            (left, total - left)
+            for left in range(total + 1)
+            if problem_split(canonical_expression(f"{left} + {total - left}")) == split
+        )
+        for total in range(10)
+    )
+
+
 def single_digit_addition(index: int, split: str) -> Task:
-    """Difficulty 0: `a + b` with a single-digit sum (55 problems). The sum is drawn uniformly from 0-9,
-    then the first term from 0 to the sum, so no answer is more likely than another and an agent that
-    ignores the problem scores 0.1 whatever it answers. Splits differ in which seed names which problem,
-    but with so few problems both splits cover the same ones: the test split measures the policy on
-    other seeds, not on unseen problems."""
+    """Difficulty 0: `a + b` with a single-digit sum (55 problems, 30 up to order). The sum is drawn
+    uniformly from those the split has (0-9 in `train`, 2-9 in `test`), then a problem with that sum,
+    so no answer is more likely than another and an agent that ignores the problem scores 0.1 on
+    `train` (0.125 on `test`). No `test` problem, in either order, occurs in `train`."""
+    groups = single_digit_pairs(split)
     rng = task_rng("arithmetic", index, 0, split)
-    total = rng.randint(0, 9)
-    left = rng.randint(0, total)
-    right = total - left
+    total = rng.choice([s for s, pairs in enumerate(groups) if pairs])
+    left, right = rng.choice(groups[total])
     return Task(
         id=f"arithmetic-{split}-d0-{index}",
         problem=f"Compute the value of {left} + {right}.",
@@ -204,11 +293,16 @@ def single_digit_addition(index: int, split: str) -> Task:
 def arithmetic_task(index: int, difficulty: int = 1, split: str = "train") -> Task:
     if difficulty == 0:
         return single_digit_addition(index, split)
-    return _arithmetic(index, difficulty, split, fractions=False)
+    return _in_split(
+        "arithmetic", index, difficulty, split, lambda rng: _arithmetic(rng, difficulty, fractions=False)
+    )
 
 
 def fraction_task(index: int, difficulty: int = 1, split: str = "train") -> Task:
-    return _arithmetic(index, max(difficulty, 1), split, fractions=True)
+    difficulty = max(difficulty, 1)
+    return _in_split(
+        "fractions", index, difficulty, split, lambda rng: _arithmetic(rng, difficulty, fractions=True)
+    )
 
 
 def _linear_side(coefficient: int, constant: int) -> str:
@@ -223,7 +317,10 @@ def _linear_side(coefficient: int, constant: int) -> str:
 def linear_task(index: int, difficulty: int = 1, split: str = "train") -> Task:
     """a*x + b = c*x + d with a known solution (a fraction from difficulty 4 on)."""
     difficulty = max(difficulty, 1)  # no level 0 here: treated as the easiest level
-    rng = task_rng("linear", index, difficulty, split)
+    return _in_split("linear", index, difficulty, split, lambda rng: _linear(rng, difficulty))
+
+
+def _linear(rng: random.Random, difficulty: int) -> Task:
     bound = 5 * difficulty
     solution = Fraction(rng.randint(-bound, bound))
     if difficulty >= 4:
@@ -239,7 +336,7 @@ def linear_task(index: int, difficulty: int = 1, split: str = "train") -> Task:
     a, b, c, d = a * scale, b * scale, c * scale, int(d_exact * scale)
     equation = f"{_linear_side(a, b)} = {_linear_side(c, d)}"
     return Task(
-        id=f"linear-{split}-d{difficulty}-{index}",
+        id="",  # set by _in_split
         problem=f"Solve for x: {equation}",
         answer=format_number(solution),
         solution=f"{_linear_side(a - c, 0)} = {d - b}\nx = {format_number(solution)}",
@@ -261,7 +358,10 @@ def _polynomial(a: int, b: int, c: int) -> str:
 def quadratic_task(index: int, difficulty: int = 1, split: str = "train") -> Task:
     """a*(x - r1)*(x - r2) = 0 expanded; rational roots from difficulty 4 on."""
     difficulty = max(difficulty, 1)  # no level 0 here: treated as the easiest level
-    rng = task_rng("quadratic", index, difficulty, split)
+    return _in_split("quadratic", index, difficulty, split, lambda rng: _quadratic(rng, difficulty))
+
+
+def _quadratic(rng: random.Random, difficulty: int) -> Task:
     bound = 3 + 2 * difficulty
     roots = [Fraction(rng.randint(-bound, bound)) for _ in range(2)]
     leading = 1 if difficulty <= 2 else rng.choice([1, 2, 3, -1, -2])
@@ -273,7 +373,7 @@ def quadratic_task(index: int, difficulty: int = 1, split: str = "train") -> Tas
     b, c = -a * (roots[0] + roots[1]), a * roots[0] * roots[1]
     distinct = sorted(set(roots))
     return Task(
-        id=f"quadratic-{split}-d{difficulty}-{index}",
+        id="",  # set by _in_split
         problem=f"Find all real solutions of {_polynomial(a, int(b), int(c))} = 0. "
         "If there are several, list them separated by commas.",
         answer=", ".join(format_number(r) for r in distinct),
@@ -353,11 +453,14 @@ _WORD_TEMPLATES = (_word_shopping, _word_travel, _word_sharing, _word_percent)
 
 def word_task(index: int, difficulty: int = 1, split: str = "train") -> Task:
     difficulty = max(difficulty, 1)  # no level 0 here: treated as the easiest level
-    rng = task_rng("word", index, difficulty, split)
+    return _in_split("word", index, difficulty, split, lambda rng: _word(rng, difficulty))
+
+
+def _word(rng: random.Random, difficulty: int) -> Task:
     template = _WORD_TEMPLATES[rng.randrange(len(_WORD_TEMPLATES))]
     problem, answer, solution = template(rng, difficulty)
     return Task(
-        id=f"word-{split}-d{difficulty}-{index}",
+        id="",  # set by _in_split
         problem=problem,
         answer=format_number(answer),
         solution=solution,
@@ -380,7 +483,7 @@ GENERATORS: dict[str, Callable[[int, int, str], Task]] = {
 
 def mixed_task(index: int, difficulty: int = 1, split: str = "train") -> Task:
     kinds = sorted(GENERATORS)
-    kind = kinds[task_rng("mixed", index, difficulty, split).randrange(len(kinds))]
+    kind = kinds[task_rng("mixed", index, difficulty, check_split(split)).randrange(len(kinds))]
     return GENERATORS[kind](index, difficulty, split)
 
 
