@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from palaestra.v1 import types_pb2 as palaestra_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apalaestra/v1/catalog.proto\x12\x0cpalaestra.v1\x1a\x18palaestra/v1/types.proto\"\x96\x01\n\x13RewardComponentSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.palaestra.v1.RewardKind\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x03low\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04high\x18\x05 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_lowB\x07\n\x05_high\"\xa1\x03\n\x07\x45nvSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06plugin\x18\x03 \x01(\t\x12\x16\n\x0eplugin_version\x18\x04 \x01(\t\x12#\n\x04kind\x18\x05 \x01(\x0e\x32\x15.palaestra.v1.EnvKind\x12\x0e\n\x06\x61gents\x18\x06 \x03(\t\x12.\n\x11observation_space\x18\x07 \x01(\x0b\x32\x13.palaestra.v1.Space\x12)\n\x0c\x61\x63tion_space\x18\x08 \x01(\x0b\x32\x13.palaestra.v1.Space\x12<\n\x11reward_components\x18\t \x03(\x0b\x32!.palaestra.v1.RewardComponentSpec\x12\x0c\n\x04tags\x18\n \x03(\t\x12\x19\n\x11max_episode_steps\x18\x0b \x01(\x05\x12\x11\n\tnum_tasks\x18\x0c \x01(\x05\x12\x16\n\x0eoptions_schema\x18\r \x01(\t\x12\x18\n\x10sandbox_profiles\x18\x0e \x03(\t\x12\x11\n\tisolation\x18\x0f \x01(\t\"\'\n\x17ListEnvironmentsRequest\x12\x0c\n\x04tags\x18\x01 \x03(\t\"G\n\x18ListEnvironmentsResponse\x12+\n\x0c\x65nvironments\x18\x01 \x03(\x0b\x32\x15.palaestra.v1.EnvSpec\",\n\x1a\x44\x65scribeEnvironmentRequest\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\"P\n\nPluginInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x65nvironments\x18\x03 \x03(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x13\n\x11ServerInfoRequest\"\xa4\x02\n\nServerInfo\x12\x18\n\x10protocol_version\x18\x01 \x01(\t\x12\x16\n\x0eserver_version\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\x12)\n\x07plugins\x18\x04 \x03(\x0b\x32\x18.palaestra.v1.PluginInfo\x12\x14\n\x0cmax_episodes\x18\x05 \x01(\x05\x12\x1f\n\x17max_episodes_per_client\x18\x06 \x01(\x05\x12:\n\tisolation\x18\x07 \x03(\x0b\x32\'.palaestra.v1.ServerInfo.IsolationEntry\x1a\x30\n\x0eIsolationEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*r\n\x07\x45nvKind\x12\x18\n\x14\x45NV_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45NV_KIND_SINGLE_AGENT\x10\x01\x12\x17\n\x13\x45NV_KIND_TURN_BASED\x10\x02\x12\x19\n\x15\x45NV_KIND_SIMULTANEOUS\x10\x03\x32\x93\x02\n\nEnvCatalog\x12\x61\n\x10ListEnvironments\x12%.palaestra.v1.ListEnvironmentsRequest\x1a&.palaestra.v1.ListEnvironmentsResponse\x12V\n\x13\x44\x65scribeEnvironment\x12(.palaestra.v1.DescribeEnvironmentRequest\x1a\x15.palaestra.v1.EnvSpec\x12J\n\rGetServerInfo\x12\x1f.palaestra.v1.ServerInfoRequest\x1a\x18.palaestra.v1.ServerInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apalaestra/v1/catalog.proto\x12\x0cpalaestra.v1\x1a\x18palaestra/v1/types.proto\"\x96\x01\n\x13RewardComponentSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.palaestra.v1.RewardKind\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x03low\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04high\x18\x05 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_lowB\x07\n\x05_high\"\xa1\x03\n\x07\x45nvSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06plugin\x18\x03 \x01(\t\x12\x16\n\x0eplugin_version\x18\x04 \x01(\t\x12#\n\x04kind\x18\x05 \x01(\x0e\x32\x15.palaestra.v1.EnvKind\x12\x0e\n\x06\x61gents\x18\x06 \x03(\t\x12.\n\x11observation_space\x18\x07 \x01(\x0b\x32\x13.palaestra.v1.Space\x12)\n\x0c\x61\x63tion_space\x18\x08 \x01(\x0b\x32\x13.palaestra.v1.Space\x12<\n\x11reward_components\x18\t \x03(\x0b\x32!.palaestra.v1.RewardComponentSpec\x12\x0c\n\x04tags\x18\n \x03(\t\x12\x19\n\x11max_episode_steps\x18\x0b \x01(\x05\x12\x11\n\tnum_tasks\x18\x0c \x01(\x05\x12\x16\n\x0eoptions_schema\x18\r \x01(\t\x12\x18\n\x10sandbox_profiles\x18\x0e \x03(\t\x12\x11\n\tisolation\x18\x0f \x01(\t\"\'\n\x17ListEnvironmentsRequest\x12\x0c\n\x04tags\x18\x01 \x03(\t\"G\n\x18ListEnvironmentsResponse\x12+\n\x0c\x65nvironments\x18\x01 \x03(\x0b\x32\x15.palaestra.v1.EnvSpec\",\n\x1a\x44\x65scribeEnvironmentRequest\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\"z\n\nPluginInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x65nvironments\x18\x03 \x03(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12(\n\x05state\x18\x05 \x01(\x0e\x32\x19.palaestra.v1.PluginState\"\x13\n\x11ServerInfoRequest\"\xc5\x03\n\nServerInfo\x12\x18\n\x10protocol_version\x18\x01 \x01(\t\x12\x16\n\x0eserver_version\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\x12)\n\x07plugins\x18\x04 \x03(\x0b\x32\x18.palaestra.v1.PluginInfo\x12\x14\n\x0cmax_episodes\x18\x05 \x01(\x05\x12\x1f\n\x17max_episodes_per_client\x18\x06 \x01(\x05\x12:\n\tisolation\x18\x07 \x03(\x0b\x32\'.palaestra.v1.ServerInfo.IsolationEntry\x12\x19\n\x11max_message_bytes\x18\x14 \x01(\x03\x12\x19\n\x11max_request_bytes\x18\x15 \x01(\x03\x12\x11\n\tprincipal\x18\x16 \x01(\t\x12\x15\n\repisodes_held\x18\x17 \x01(\x05\x12 \n\x18max_sandboxes_per_client\x18\x18 \x01(\x05\x12\x1d\n\x15stream_idle_timeout_s\x18\x19 \x01(\x01\x1a\x30\n\x0eIsolationEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*r\n\x07\x45nvKind\x12\x18\n\x14\x45NV_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45NV_KIND_SINGLE_AGENT\x10\x01\x12\x17\n\x13\x45NV_KIND_TURN_BASED\x10\x02\x12\x19\n\x15\x45NV_KIND_SIMULTANEOUS\x10\x03*{\n\x0bPluginState\x12\x1c\n\x18PLUGIN_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13PLUGIN_STATE_LOADED\x10\x01\x12\x1c\n\x18PLUGIN_STATE_UNAVAILABLE\x10\x02\x12\x17\n\x13PLUGIN_STATE_FAILED\x10\x03\x32\x93\x02\n\nEnvCatalog\x12\x61\n\x10ListEnvironments\x12%.palaestra.v1.ListEnvironmentsRequest\x1a&.palaestra.v1.ListEnvironmentsResponse\x12V\n\x13\x44\x65scribeEnvironment\x12(.palaestra.v1.DescribeEnvironmentRequest\x1a\x15.palaestra.v1.EnvSpec\x12J\n\rGetServerInfo\x12\x1f.palaestra.v1.ServerInfoRequest\x1a\x18.palaestra.v1.ServerInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SERVERINFO_ISOLATIONENTRY']._loaded_options = None
   _globals['_SERVERINFO_ISOLATIONENTRY']._serialized_options = b'8\001'
-  _globals['_ENVKIND']._serialized_start=1201
-  _globals['_ENVKIND']._serialized_end=1315
+  _globals['_ENVKIND']._serialized_start=1404
+  _globals['_ENVKIND']._serialized_end=1518
+  _globals['_PLUGINSTATE']._serialized_start=1520
+  _globals['_PLUGINSTATE']._serialized_end=1643
   _globals['_REWARDCOMPONENTSPEC']._serialized_start=71
   _globals['_REWARDCOMPONENTSPEC']._serialized_end=221
   _globals['_ENVSPEC']._serialized_start=224
@@ -47,13 +49,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBEENVIRONMENTREQUEST']._serialized_start=757
   _globals['_DESCRIBEENVIRONMENTREQUEST']._serialized_end=801
   _globals['_PLUGININFO']._serialized_start=803
-  _globals['_PLUGININFO']._serialized_end=883
-  _globals['_SERVERINFOREQUEST']._serialized_start=885
-  _globals['_SERVERINFOREQUEST']._serialized_end=904
-  _globals['_SERVERINFO']._serialized_start=907
-  _globals['_SERVERINFO']._serialized_end=1199
-  _globals['_SERVERINFO_ISOLATIONENTRY']._serialized_start=1151
-  _globals['_SERVERINFO_ISOLATIONENTRY']._serialized_end=1199
-  _globals['_ENVCATALOG']._serialized_start=1318
-  _globals['_ENVCATALOG']._serialized_end=1593
+  _globals['_PLUGININFO']._serialized_end=925
+  _globals['_SERVERINFOREQUEST']._serialized_start=927
+  _globals['_SERVERINFOREQUEST']._serialized_end=946
+  _globals['_SERVERINFO']._serialized_start=949
+  _globals['_SERVERINFO']._serialized_end=1402
+  _globals['_SERVERINFO_ISOLATIONENTRY']._serialized_start=1354
+  _globals['_SERVERINFO_ISOLATIONENTRY']._serialized_end=1402
+  _globals['_ENVCATALOG']._serialized_start=1646
+  _globals['_ENVCATALOG']._serialized_end=1921
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,31 @@ ENV_KIND_TURN_BASED: EnvKind.ValueType  # 2
 ENV_KIND_SIMULTANEOUS: EnvKind.ValueType  # 3
 Global___EnvKind: _TypeAlias = EnvKind  # noqa: Y015
 
+class _PluginState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PluginStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PluginState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PLUGIN_STATE_UNSPECIFIED: _PluginState.ValueType  # 0
+    PLUGIN_STATE_LOADED: _PluginState.ValueType  # 1
+    """imported and registered: it serves what it registered"""
+    PLUGIN_STATE_UNAVAILABLE: _PluginState.ValueType  # 2
+    """it declined to load (e.g. an optional extra is not installed)"""
+    PLUGIN_STATE_FAILED: _PluginState.ValueType  # 3
+    """import or registration raised: a fault (fatal under strict plugins)"""
+
+class PluginState(_PluginState, metaclass=_PluginStateEnumTypeWrapper): ...
+
+PLUGIN_STATE_UNSPECIFIED: PluginState.ValueType  # 0
+PLUGIN_STATE_LOADED: PluginState.ValueType  # 1
+"""imported and registered: it serves what it registered"""
+PLUGIN_STATE_UNAVAILABLE: PluginState.ValueType  # 2
+"""it declined to load (e.g. an optional extra is not installed)"""
+PLUGIN_STATE_FAILED: PluginState.ValueType  # 3
+"""import or registration raised: a fault (fatal under strict plugins)"""
+Global___PluginState: _TypeAlias = PluginState  # noqa: Y015
+
 @_typing.final
 class RewardComponentSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -222,10 +247,12 @@ class PluginInfo(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     ENVIRONMENTS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     error: _builtins.str
-    """Non-empty: the plugin failed to import or to register, and serves nothing; this says why."""
+    """Why the plugin is unavailable or failed (empty when loaded). Such a plugin serves nothing."""
+    state: Global___PluginState.ValueType
     @_builtins.property
     def environments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -235,10 +262,11 @@ class PluginInfo(_message.Message):
         version: _builtins.str = ...,
         environments: _abc.Iterable[_builtins.str] | None = ...,
         error: _builtins.str = ...,
+        state: Global___PluginState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["environments", b"environments", "error", b"error", "name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["environments", b"environments", "error", b"error", "name", b"name", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -290,10 +318,29 @@ class ServerInfo(_message.Message):
     MAX_EPISODES_FIELD_NUMBER: _builtins.int
     MAX_EPISODES_PER_CLIENT_FIELD_NUMBER: _builtins.int
     ISOLATION_FIELD_NUMBER: _builtins.int
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    EPISODES_HELD_FIELD_NUMBER: _builtins.int
+    MAX_SANDBOXES_PER_CLIENT_FIELD_NUMBER: _builtins.int
+    STREAM_IDLE_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     protocol_version: _builtins.str
     server_version: _builtins.str
     max_episodes: _builtins.int
     max_episodes_per_client: _builtins.int
+    max_message_bytes: _builtins.int
+    """Limits (docs/reliability.md): a message above max_message_bytes breaks the transport (the stream
+    ends with RESOURCE_EXHAUSTED); one above max_request_bytes is refused in-band and the stream goes on.
+    """
+    max_request_bytes: _builtins.int
+    principal: _builtins.str
+    """who the server takes the caller to be (its token's principal)"""
+    episodes_held: _builtins.int
+    """episodes the caller's principal holds now"""
+    max_sandboxes_per_client: _builtins.int
+    """the caller's quota of episodes with sandboxes; 0: none"""
+    stream_idle_timeout_s: _builtins.float
+    """a Session stream silent for this long is ended"""
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -312,10 +359,16 @@ class ServerInfo(_message.Message):
         max_episodes: _builtins.int = ...,
         max_episodes_per_client: _builtins.int = ...,
         isolation: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        max_message_bytes: _builtins.int = ...,
+        max_request_bytes: _builtins.int = ...,
+        principal: _builtins.str = ...,
+        episodes_held: _builtins.int = ...,
+        max_sandboxes_per_client: _builtins.int = ...,
+        stream_idle_timeout_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "isolation", b"isolation", "max_episodes", b"max_episodes", "max_episodes_per_client", b"max_episodes_per_client", "plugins", b"plugins", "protocol_version", b"protocol_version", "server_version", b"server_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "episodes_held", b"episodes_held", "isolation", b"isolation", "max_episodes", b"max_episodes", "max_episodes_per_client", b"max_episodes_per_client", "max_message_bytes", b"max_message_bytes", "max_request_bytes", b"max_request_bytes", "max_sandboxes_per_client", b"max_sandboxes_per_client", "plugins", b"plugins", "principal", b"principal", "protocol_version", b"protocol_version", "server_version", b"server_version", "stream_idle_timeout_s", b"stream_idle_timeout_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
