@@ -1,162 +1,236 @@
-"""Use Palaestra environments from TRL's `GRPOTrainer` (its `environment_factory` hook).
+"""Use Palaestra environments from TRL's `GRPOTrainer` (its `environment_factory` hook, TRL >= 1.0).
 
-TRL's environment mode (see TRL's "OpenEnv integration" docs): `environment_factory` is a class with no
-constructor arguments; TRL makes one instance per generation, calls `reset(**row)` with the dataset
-row's columns (the returned text is appended to the prompt), exposes the instance's public methods as
-tools (from their type hints and docstrings), and hands the instances to reward functions as the
-`environments` keyword argument.
+TRL's environment mode: `environment_factory` is a callable with no arguments that returns an environment
+object. TRL makes a pool of them, calls `reset(**row)` with the dataset row's columns before each rollout
+(the returned text is appended to the last prompt message), offers every public method except `reset` and
+`get_reward` to the model as a tool (its schema read from type hints and a Google-style docstring), and
+passes the objects to reward functions as the `environments` keyword argument.
 
-`palaestra_environment(address, env_id)` builds such a class for one Palaestra environment:
+`PalaestraEnvironment(address, env_id, ...)` is such a factory for one Palaestra environment:
 
-* `reset(seed=..., task=...)` opens an episode and returns its opening messages as text;
-* every tool the environment announces (OpenAI schemas in its first observation) becomes a method that
-  sends an assistant tool call and returns the tool's reply;
-* `palaestra_reward(completions, environments)` sends each final completion as the answer, and returns
-  the episode's reward (the weighted sum of its components). An episode whose infrastructure failed
-  returns None, which TRL treats as "no reward for this sample" rather than a reward of 0.
+* `reset(seed=..., task=...)` opens an episode and returns its opening messages (system prompt and task)
+  as text;
+* each tool the environment announces becomes a method of the same name, arguments, types, required
+  arguments, enum choices and descriptions, so the model sees exactly the environment's tools (JSON
+  Schema keywords TRL's tool schemas cannot carry, such as `minItems`, are checked by the environment);
+  the episode object has no other public method;
+* `palaestra_reward(completions, environments)` sends each rollout's final assistant text as its answer
+  and returns the episode's reward (the sum of its step rewards). An episode whose infrastructure failed
+  returns None, which TRL treats as "no reward for this sample", never as 0.
+
+All episode objects of one factory share one client (one gRPC channel and Session stream); `close()` (or
+leaving a `with` block) closes the open episodes and the client. A bearer token and a TLS root
+certificate are passed through to the client.
+
+Prompts: TRL appends the text `reset` returns to the last message of the row's `prompt`, which must be a
+list of chat messages. A dataset with only a `seed` column (and optionally `task`) is enough: TRL then
+starts from one empty user message, which the episode's opening text fills. Plain-string prompts are
+refused with a ValueError, because TRL cannot append an environment's opening text to them.
 
 ```python
+from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
-from palaestra.agents.trl_adapter import palaestra_environment, palaestra_reward
+from palaestra.agents.trl_adapter import PalaestraEnvironment, palaestra_reward
 
-trainer = GRPOTrainer(
-    model="Qwen/Qwen3-0.6B",
-    train_dataset=dataset,                      # columns: prompt, seed
-    reward_funcs=palaestra_reward,
-    environment_factory=palaestra_environment("127.0.0.1:50051", "math/arithmetic-tools"),
-    args=GRPOConfig(...),
-)
+with PalaestraEnvironment("127.0.0.1:50051", "math/arithmetic-tools", token=TOKEN) as environment:
+    trainer = GRPOTrainer(
+        model="Qwen/Qwen3-0.6B",
+        train_dataset=Dataset.from_dict({"seed": list(range(1000))}),
+        reward_funcs=palaestra_reward,
+        environment_factory=environment,
+        args=GRPOConfig(...),
+    )
+    trainer.train()
 ```
-TRL itself is an optional extra (`pip install palaestra[trl]`); this module does not import it.
+Each tool call is one step of the Palaestra episode (TRL calls the tools of one turn one by one). TRL
+itself is an optional extra (`pip install palaestra[trl]`); this module does not import it.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from palaestra.agents.client import Client
-from palaestra.types import Action, EpisodeStep, Message, ToolCall, total_reward
+from palaestra.agents.text_episode import Connection, TextEpisode, messages_text
 
-_JSON_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
+_JSON_TYPES: dict[str, Any] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "object": dict[str, Any],
+}
+# Names TRL gives a meaning of its own, or does not offer as tools.
+_RESERVED = {"reset", "get_reward"}
 
 
 class PalaestraEpisode:
-    """One Palaestra episode driven the way TRL drives an environment object."""
+    """One Palaestra episode, driven the way TRL drives an environment object.
 
-    address: str = ""
-    env_id: str = ""
-    options: dict[str, Any] = {}
+    Its only public methods are `reset` and the environment's tools (added by `PalaestraEnvironment`).
+    """
 
-    def __init__(self) -> None:
-        self.client = Client(self.address)
-        self.episode_id: str | None = None
-        self.reward: float | None = 0.0
-        self.components: dict[str, float] = {}
-        self.done = False
+    def __init__(self, episode: TextEpisode) -> None:
+        self._episode = episode
 
-    def reset(self, seed: int | None = None, task: int | str | None = None, **row: Any) -> str:
-        self._close()
-        [step] = self.client.open(self.env_id, seed=seed, options=self.options or None, task=task)
-        self.episode_id, self.reward, self.components, self.done = step.episode_id, 0.0, {}, False
-        self._absorb(step)
-        return _text(step)
+    def reset(
+        self, seed: int | None = None, task: int | str | None = None, prompt: Any = None, **row: Any
+    ) -> str:
+        if isinstance(prompt, str):
+            raise ValueError(
+                "TRL's environment mode needs conversational prompts: make the dataset's `prompt` column "
+                "a list of chat messages, e.g. [{'role': 'user', 'content': ''}], or leave it out (a `seed` "
+                "column is enough); the episode's opening text is appended to the last message"
+            )
+        return messages_text(self._episode.open(seed=seed, task=task))
 
-    def finish(self, answer: str) -> float | None:
+    @property
+    def reward(self) -> float | None:
+        return self._episode.reward
+
+    @property
+    def components(self) -> dict[str, float]:
+        return self._episode.components
+
+    def _finish(self, answer: str) -> float | None:
         """Send the final answer (if the episode still runs); the episode's reward, None after a failure."""
-        if not self.done and self.episode_id is not None:
-            self._absorb(self.client.step(self.episode_id, Action(text=answer)))
-        self._close()
-        return self.reward
-
-    def _call_tool(self, name: str, arguments: dict[str, Any]) -> str:
-        if self.done or self.episode_id is None:
-            return "The episode is over."
-        call = ToolCall(name=name, arguments=json.dumps(arguments), id=f"call-{name}")
-        step = self.client.step(self.episode_id, Action(message=Message("assistant", tool_calls=[call])))
-        self._absorb(step)
-        return _text(step)
-
-    def _absorb(self, step: EpisodeStep) -> None:
-        if step.infra_failure is not None:
-            self.reward, self.done = None, True
-            return
-        result = step.result
-        if self.reward is not None:
-            self.reward += total_reward(result.components)
-        for component in result.components:
-            self.components[component.name] = self.components.get(component.name, 0.0) + component.value
-        self.done = self.done or step.done
-
-    def _close(self) -> None:
-        if self.episode_id is not None:
-            self.client.close([self.episode_id])
-            self.episode_id = None
+        if self._episode.episode_id is not None and not self._episode.done:
+            self._episode.answer(answer)
+        self._episode.close()
+        return self._episode.reward
 
 
-def _text(step: EpisodeStep) -> str:
-    if step.infra_failure is not None:
-        return f"[infrastructure failure: {step.infra_failure.message}]"
-    return "\n\n".join(m.content for m in step.result.observation.messages if m.content)
+class PalaestraEnvironment:
+    """A TRL `environment_factory` for `env_id` served at `address`: call it for a new episode object."""
+
+    def __init__(
+        self,
+        address: str,
+        env_id: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        token: str | None = None,
+        tls_root_cert: str | None = None,
+    ) -> None:
+        self.env_id = env_id
+        self.options = dict(options or {})
+        self.client = Connection(address, token, tls_root_cert).client()
+        self._episodes: list[TextEpisode] = []
+        self._lock = threading.Lock()
+        probe = TextEpisode(self.client, env_id, self.options)  # one episode tells which tools it offers
+        try:
+            probe.open(seed=0)
+            if probe.infra_failure is not None:
+                raise RuntimeError(f"{env_id}: the probe episode failed: {probe.infra_failure.message}")
+        except BaseException:
+            probe.close()
+            self.client.close_client()
+            raise
+        probe.close()
+        self.tools = probe.tools
+        attributes: dict[str, Any] = {"__doc__": f"A {env_id} episode on a Palaestra server."}
+        for schema in self.tools:
+            method = tool_method(schema)
+            attributes[method.__name__] = method
+        name = "Palaestra_" + "".join(c if c.isalnum() else "_" for c in env_id)
+        self.episode_class: type[PalaestraEpisode] = type(name, (PalaestraEpisode,), attributes)
+
+    def __call__(self) -> PalaestraEpisode:
+        episode = TextEpisode(self.client, self.env_id, self.options)
+        with self._lock:
+            self._episodes.append(episode)
+        return self.episode_class(episode)
+
+    def close(self) -> None:
+        """Close the episodes still open, then the client."""
+        with self._lock:
+            episodes, self._episodes = self._episodes, []
+        open_ids = [e.episode_id for e in episodes if e.episode_id is not None]
+        if open_ids:
+            self.client.close([i for i in open_ids if i is not None])
+        self.client.close_client()
+
+    def __enter__(self) -> PalaestraEnvironment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def _tool_method(schema: dict[str, Any]) -> Any:
-    """A method with the signature, type hints and Google-style docstring TRL reads tool schemas from."""
+def tool_method(schema: Mapping[str, Any]) -> Any:
+    """A method with the signature, type hints and Google-style docstring TRL reads a tool schema from."""
     function = schema.get("function", schema)
-    name = function["name"]
-    properties: dict[str, Any] = function.get("parameters", {}).get("properties", {})
-    required = set(function.get("parameters", {}).get("required", []))
+    name = str(function["name"])
+    if name in _RESERVED or name.startswith("_") or not name.isidentifier():
+        raise ValueError(
+            f"the environment's tool {name!r} cannot be a TRL tool: TRL needs a Python identifier "
+            f"that does not start with '_' and is none of {sorted(_RESERVED)}"
+        )
+    parameters_schema = function.get("parameters") or {}
+    properties: dict[str, Any] = parameters_schema.get("properties", {})
+    required = set(parameters_schema.get("required", []))
 
     def tool(self: PalaestraEpisode, **arguments: Any) -> str:
-        return self._call_tool(name, arguments)
+        sent = {key: value for key, value in arguments.items() if key in required or value is not None}
+        return self._episode.call_tool(name, sent)
 
     parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     annotations: dict[str, Any] = {"return": str}
+    lines = [function.get("description") or name.replace("_", " "), ""]
+    if properties:
+        lines.append("Args:")
     for argument, spec in properties.items():
-        annotations[argument] = _JSON_TYPES.get(spec.get("type", "string"), str)
-        default = inspect.Parameter.empty if argument in required else None
+        if not argument.isidentifier():
+            raise ValueError(f"tool {name!r}: argument {argument!r} is not a Python identifier")
+        annotation = _annotation(spec)
+        default: Any = inspect.Parameter.empty
+        if argument not in required:
+            annotation, default = annotation | None, None
+        annotations[argument] = annotation
         parameters.append(
             inspect.Parameter(
-                argument, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotations[argument]
+                argument, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
             )
         )
+        description = " ".join(str(spec.get("description") or argument.replace("_", " ")).split())
+        if "enum" in spec:
+            description += f" (choices: {json.dumps(spec['enum'])})"
+        lines.append(f"    {argument}: {description}")
+    lines += ["", "Returns:", "    The tool's output."]
     tool.__name__ = tool.__qualname__ = name
     tool.__signature__ = inspect.Signature(parameters, return_annotation=str)  # type: ignore[attr-defined]
     tool.__annotations__ = annotations
-    lines = [function.get("description", name), "", "Args:"]
-    lines += [f"    {arg}: {spec.get('description', arg)}" for arg, spec in properties.items()]
-    tool.__doc__ = "\n".join(lines) + "\n\nReturns:\n    The tool's output."
+    tool.__doc__ = "\n".join(lines)
     return tool
 
 
-def palaestra_environment(address: str, env_id: str, options: dict[str, Any] | None = None) -> type:
-    """A TRL `environment_factory` class for `env_id` served at `address`; its tools become methods."""
-    with Client(address) as client:  # one probe episode tells which tools the environment offers
-        [first] = client.open(env_id, seed=0, options=options)
-        tools = list(first.result.observation.tools) if first.infra_failure is None else []
-        client.close([first.episode_id])
-    attributes: dict[str, Any] = {"address": address, "env_id": env_id, "options": dict(options or {})}
-    for schema in tools:
-        method = _tool_method(schema)
-        attributes[method.__name__] = method
-    safe = env_id.replace("/", "_").replace("-", "_")
-    return type(f"Palaestra_{safe}", (PalaestraEpisode,), attributes)
+def _annotation(spec: Mapping[str, Any]) -> Any:
+    kind = spec.get("type", "string")
+    if isinstance(kind, list):  # e.g. ["string", "null"]
+        kind = next((k for k in kind if k != "null"), "string")
+    if kind == "array":
+        return list[_annotation(spec.get("items") or {})]  # type: ignore[misc]
+    return _JSON_TYPES.get(kind, str)
 
 
 def palaestra_reward(
     completions: Sequence[Any], environments: Sequence[PalaestraEpisode], **_: Any
 ) -> list[float | None]:
-    """TRL reward function: the final completion is the answer; the reward is the episode's return."""
-    return [env.finish(_completion_text(c)) for c, env in zip(completions, environments, strict=True)]
+    """TRL reward function: the final assistant text is the answer; the reward is the episode's return."""
+    return [env._finish(_final_text(c)) for c, env in zip(completions, environments, strict=True)]
 
 
-def _completion_text(completion: Any) -> str:
+def _final_text(completion: Any) -> str:
+    """The last assistant message's text (a completion is text, or a list of chat messages)."""
     if isinstance(completion, str):
         return completion
-    # Conversational completions: a list of messages; the answer is the last assistant message.
     for message in reversed(list(completion)):
-        if message.get("role") == "assistant" and message.get("content"):
-            return str(message["content"])
+        if message.get("role") == "assistant":
+            content = message.get("content") or ""
+            if isinstance(content, list):  # content parts
+                return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+            return str(content)
     return ""
