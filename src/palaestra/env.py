@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from palaestra.types import Action, EnvSpec, StepResult
 
 if TYPE_CHECKING:
+    from palaestra.llm import ChatEndpoint
     from palaestra.registry import RewardRegistry
     from palaestra.sandbox.manager import SandboxManager
 
@@ -57,6 +58,8 @@ class EnvContext:
     sandboxes: SandboxManager | None = None
     rewards: RewardRegistry | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("palaestra.env"))
+    # The server's named chat endpoints ([llm.NAME]); client options may pick one by name, never a URL.
+    llm: Mapping[str, ChatEndpoint] = field(default_factory=dict)
 
 
 class _EnvBase:

@@ -89,6 +89,8 @@ def channel_options(max_message_mb: int = 64) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", size),
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        # Each client its own connection: without auth the server tells callers apart by connection.
+        ("grpc.use_local_subchannel_pool", 1),
     ]
 
 

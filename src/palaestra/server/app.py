@@ -16,10 +16,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from palaestra.dashboard.attach import attach as attach_extras
 from palaestra.pluginmanager import Plugins, load_plugins
+from palaestra.server.auth import Authenticator
 from palaestra.server.config import ServerConfig
 from palaestra.server.runtime import Runtime
-from palaestra.server.service import CatalogService, EnvService
+from palaestra.server.service import CatalogService, EnvService, request_limit, tolerant_decoder
 from palaestra.v1 import catalog_pb2, env_pb2, env_pb2_grpc
 from palaestra.v1 import catalog_pb2_grpc as catalog_grpc
 
@@ -30,13 +32,16 @@ SERVICE_NAMES = (
     env_pb2.DESCRIPTOR.services_by_name["EnvService"].full_name,
 )
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+SESSION_METHOD = f"/{SERVICE_NAMES[1]}/Session"
 
 
-class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses calls without `authorization: Bearer <token>` (health checks stay open for probes)."""
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls without a known bearer token (health checks stay open for probes); and gives the
+    Session stream a decoder that never raises, so a bad message is answered in-band."""
 
-    def __init__(self, token: str) -> None:
-        self.expected = f"Bearer {token}"
+    def __init__(self, auth: Authenticator, request_limit: int) -> None:
+        self.auth = auth
+        self.decode_session = tolerant_decoder(request_limit)
 
     async def intercept_service(
         self,
@@ -44,12 +49,18 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(f"/{HEALTH_SERVICE}/"):
+        method = handler_call_details.method
+        if handler is None or method.startswith(f"/{HEALTH_SERVICE}/"):
             return handler
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        if metadata.get("authorization") == self.expected:
-            return handler
-        return _refusing_handler(handler)
+        if self.auth.enabled and self.auth.from_metadata(handler_call_details.invocation_metadata) is None:
+            return _refusing_handler(handler)
+        if method == SESSION_METHOD:
+            return grpc.stream_stream_rpc_method_handler(
+                handler.stream_stream,
+                request_deserializer=self.decode_session,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
 
 def _refusing_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -81,11 +92,16 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_send_message_length", size),
         ("grpc.max_receive_message_length", size),
+        # The server pings every peer; one that does not answer within the timeout is dead, and its
+        # calls end (so its Session streams' episodes close).
         ("grpc.keepalive_time_ms", keepalive_ms),
-        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", min(keepalive_ms, 10_000)),
         ("grpc.http2.max_pings_without_data", 0),
+        # Clients ping every CLIENT_KEEPALIVE_S (10 s): accept pings that often without calling it abuse.
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", min(keepalive_ms, 10_000)),
+        ("grpc.http2.max_ping_strikes", 0),
         ("grpc.max_concurrent_streams", 1024),
     ]
 
@@ -96,24 +112,31 @@ class PalaestraServer:
     def __init__(self, config: ServerConfig, plugins: Plugins | None = None) -> None:
         self.config = config
         self.plugins = plugins or load_plugins(
-            config.plugin_modules, config.disabled_plugins, config.plugin_config
+            config.plugin_modules,
+            config.disabled_plugins,
+            config.plugin_config,
+            strict=config.strict_plugins or None,  # None: PALAESTRA_STRICT_PLUGINS decides
         )
         self.sandboxes = _make_sandbox_manager(self.plugins, config)
         self.runtime = Runtime(config, self.plugins, self.sandboxes)
+        self.extras = attach_extras(self)  # the trajectory store and the dashboard, where configured
         self.health = HealthServicer()
+        self.auth = Authenticator(config)
+        self.env_service = EnvService(self.runtime, self.auth)
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._metrics_http: Any = None
 
     @property
     def address(self) -> str:
         return f"{self.config.host}:{self.port}"
 
     async def start(self) -> None:
-        interceptors = [BearerTokenInterceptor(self.config.auth_token)] if self.config.auth_token else []
+        interceptors = [AuthInterceptor(self.auth, request_limit(self.config.max_message_mb))]
         server = grpc.aio.server(options=grpc_options(self.config), interceptors=interceptors)
-        catalog_grpc.add_EnvCatalogServicer_to_server(CatalogService(self.runtime), server)
-        env_pb2_grpc.add_EnvServiceServicer_to_server(EnvService(self.runtime), server)
+        catalog_grpc.add_EnvCatalogServicer_to_server(CatalogService(self.runtime, self.auth), server)
+        env_pb2_grpc.add_EnvServiceServicer_to_server(self.env_service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
         self.port = self._bind(server)
@@ -124,7 +147,14 @@ class PalaestraServer:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.config.metrics_port:
-            self.runtime.metrics.serve(self.config.metrics_host, self.config.metrics_port)
+            self._metrics_http = self.runtime.metrics.serve(
+                self.config.metrics_host, self.config.metrics_port, self.auth
+            )
+        if self.auth.enabled and not self.config.tls_cert:
+            log.warning(
+                "bearer tokens are checked but TLS is off: tokens travel in clear text "
+                "(use --tls-cert/--tls-key, or keep the server on loopback)"
+            )
         self._reaper = asyncio.create_task(self._reap_forever())
         log.info("serving %d environments on %s", len(self.plugins.envs), self.address)
         self.plugins.hook.palaestra_server_started(address=self.address, environments=self.plugins.envs.ids())
@@ -139,11 +169,13 @@ class PalaestraServer:
         return server.add_insecure_port(address)
 
     async def _reap_forever(self) -> None:
-        period = max(0.05, min(30.0, self.config.idle_timeout_s / 4))
+        period = max(0.05, min(5.0, self.config.idle_timeout_s / 4))
         while True:
             await asyncio.sleep(period)
             try:
                 await self.runtime.reap_idle()
+                await self.env_service.close_orphans()
+                self.runtime.metrics.episodes_open.set(len(self.runtime.table))
             except Exception:
                 log.exception("idle reaper failed")
 
@@ -152,16 +184,31 @@ class PalaestraServer:
         await self._server.wait_for_termination()
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drain: report NOT_SERVING, refuse new episodes, let calls finish, then close every episode."""
+        """Drain: health reports NOT_SERVING and new episodes are refused while the server keeps serving
+        the requests in flight, for up to `grace` seconds (config grace_s); then the transport stops,
+        every episode closes, sandboxes are freed."""
         if self._server is None:
             return
+        grace = self.config.grace_s if grace is None else grace
         self.plugins.hook.palaestra_server_stopping()
         self.runtime.draining = True
         await self.health.enter_graceful_shutdown()
         if self._reaper is not None:
             self._reaper.cancel()
-        await self._server.stop(self.config.grace_s if grace is None else grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.env_service.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self.env_service.in_flight:
+            log.warning("drain: %d requests still in flight after %.0f s", self.env_service.in_flight, grace)
+        await self._server.stop(min(1.0, grace))
         await self.runtime.close_all("shutdown")
+        await self.extras.stop()  # after close_all: the episodes it closed are recorded too
+        for endpoint in self.runtime.llm_endpoints.values():
+            with contextlib.suppress(Exception):
+                await endpoint.aclose()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
         if self.sandboxes is not None:
             await self.sandboxes.shutdown()
         self.runtime.table.executor.shutdown(wait=False, cancel_futures=True)

@@ -16,6 +16,23 @@ max_turns = 4
 
 [sandbox]                 # handed to the sandbox manager
 backend = "auto"
+
+[principals.alice]        # several callers, each with its token and quotas (docs/reliability.md)
+token_env = "ALICE_TOKEN" # or token = "..."
+max_episodes = 512
+max_sandboxes = 32
+
+[llm.judge]               # a chat endpoint that environments may use; open options name it only
+base_url = "http://127.0.0.1:8000/v1"
+model = "qwen"
+api_key_env = "JUDGE_KEY" # a variable of the server's environment
+
+[store]                   # the trajectory store (docs/dashboard.md); no path: no store
+path = "trajectories.sqlite"
+
+[dashboard]               # the web dashboard, on its own port, behind the same tokens
+enabled = true
+port = 8080
 ```
 """
 
@@ -37,16 +54,34 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class PrincipalConfig:
+    """One named caller: the token it authenticates with and its quotas (0: the server's defaults)."""
+
+    token: str = ""
+    token_env: str = ""  # or: the name of a variable in the server's environment holding the token
+    max_episodes: int = 0
+    max_sandboxes: int = 0
+
+    def resolved_token(self, environ: Mapping[str, str] | None = None) -> str:
+        if self.token:
+            return self.token
+        return (os.environ if environ is None else environ).get(self.token_env, "") if self.token_env else ""
+
+
+@dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     max_episodes: int = 4096
     max_episodes_per_client: int = 1024
     idle_timeout_s: float = 300.0  # episodes opened through the unary calls close after this idle time
-    max_message_mb: int = 64
-    keepalive_time_s: float = 60.0
-    grace_s: float = 5.0  # graceful shutdown: how long in-flight calls may finish
-    auth_token: str = ""
+    max_message_mb: int = 64  # transport limit per message; requests above 15/16 of it answer in-band
+    keepalive_time_s: float = 20.0  # ping every peer this often; one silent for keepalive_timeout_s is dead
+    keepalive_timeout_s: float = 10.0
+    stream_idle_timeout_s: float = 900.0  # a Session stream with no request for this long is ended
+    grace_s: float = 120.0  # graceful shutdown: how long in-flight calls may finish (a code grading fits)
+    auth_token: str = ""  # a single token, for the principal "default" (see [principals] for several)
+    max_sandboxes_per_client: int = 0  # 0: only the sandbox layer's own limits
     tls_cert: str = ""
     tls_key: str = ""
     metrics_port: int = 0  # 0: no Prometheus endpoint
@@ -54,8 +89,13 @@ class ServerConfig:
     env_threads: int = 32  # worker threads for synchronous environments
     plugin_modules: list[str] = field(default_factory=list)
     disabled_plugins: list[str] = field(default_factory=list)
+    strict_plugins: bool = False  # [plugins] strict: plugin failures are fatal; or PALAESTRA_STRICT_PLUGINS
     plugin_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     sandbox: dict[str, Any] = field(default_factory=dict)
+    principals: dict[str, PrincipalConfig] = field(default_factory=dict)  # [principals.NAME] tables
+    llm: dict[str, dict[str, Any]] = field(default_factory=dict)  # [llm.NAME]: named chat endpoints
+    store: dict[str, Any] = field(default_factory=dict)  # [store]: the trajectory store (palaestra.store)
+    dashboard: dict[str, Any] = field(default_factory=dict)  # [dashboard]: the web dashboard
 
     @property
     def address(self) -> str:
@@ -67,10 +107,27 @@ class ServerConfig:
         for name in ("max_episodes", "max_episodes_per_client", "max_message_mb", "env_threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"server.{name} must be at least 1, got {getattr(self, name)}")
-        if self.idle_timeout_s <= 0:
-            raise ConfigError(f"server.idle_timeout_s must be positive, got {self.idle_timeout_s}")
+        for name in ("idle_timeout_s", "stream_idle_timeout_s", "keepalive_time_s", "keepalive_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"server.{name} must be positive, got {getattr(self, name)}")
+        if self.grace_s < 0:
+            raise ConfigError(f"server.grace_s must not be negative, got {self.grace_s}")
+        tokens = [p.resolved_token() for p in self.principals.values()]
+        for name, principal in self.principals.items():
+            if not principal.resolved_token():
+                raise ConfigError(f"principals.{name} needs a token (or a token_env naming a set variable)")
+        if len(set(tokens)) != len(tokens) or (self.auth_token and self.auth_token in tokens):
+            raise ConfigError("two principals share a token: each token must name one principal")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("server.tls_cert and server.tls_key must be given together")
+        from palaestra.dashboard.settings import DashboardSettings
+        from palaestra.store.db import StoreSettings
+
+        try:
+            StoreSettings.from_table(self.store)
+            DashboardSettings.from_table(self.dashboard)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         for path in (self.tls_cert, self.tls_key):
             if path and not Path(path).is_file():
                 raise ConfigError(f"TLS file not found: {path}")
@@ -80,7 +137,8 @@ class ServerConfig:
 _SERVER_KEYS = {
     f.name: f
     for f in dataclasses.fields(ServerConfig)
-    if f.name not in {"plugin_modules", "disabled_plugins", "plugin_config", "sandbox"}
+    if f.name not in {"plugin_modules", "disabled_plugins", "plugin_config", "sandbox", "principals", "llm"}
+    and f.name not in {"store", "dashboard", "strict_plugins"}
 }
 
 
@@ -116,10 +174,45 @@ def _apply_plugins_table(config: ServerConfig, table: Mapping[str, Any], source:
                 raise ConfigError(f"{source}: plugins.{key} must be a list of strings")
             target = config.plugin_modules if key == "modules" else config.disabled_plugins
             target.extend(value)
+        elif key == "strict":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{source}: plugins.strict must be true or false")
+            config.strict_plugins = value
         elif isinstance(value, dict):
             config.plugin_config[key] = value
         else:
-            raise ConfigError(f"{source}: plugins.{key} must be a table ([plugins.{key}]) or modules/disable")
+            raise ConfigError(
+                f"{source}: plugins.{key} must be a table ([plugins.{key}]) or modules/disable/strict"
+            )
+
+
+def _apply_principals_table(config: ServerConfig, table: Mapping[str, Any], source: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(PrincipalConfig)}
+    for name, entry in table.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{source}: principals.{name} must be a table ([principals.{name}])")
+        unknown = set(entry) - set(fields)
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown keys {sorted(unknown)} in principals.{name}; known: {sorted(fields)}"
+            )
+        for key, value in entry.items():
+            kind = int if fields[key].type == "int" else str
+            if (
+                not isinstance(value, kind)
+                or isinstance(value, bool)
+                or (isinstance(value, int) and value < 0)
+            ):
+                expected = "a non-negative int" if kind is int else "a string"
+                raise ConfigError(f"{source}: principals.{name}.{key} must be {expected}")
+        config.principals[name] = PrincipalConfig(**entry)
+
+
+def _apply_llm_table(config: ServerConfig, table: Mapping[str, Any], source: str) -> None:
+    for name, entry in table.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("base_url"), str):
+            raise ConfigError(f"{source}: llm.{name} must be a table with at least base_url (and model)")
+        config.llm[name] = dict(entry)
 
 
 def load_config(
@@ -138,14 +231,19 @@ def load_config(
             raise ConfigError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-        unknown = set(data) - {"server", "plugins", "sandbox"}
+        unknown = set(data) - {"server", "plugins", "sandbox", "principals", "llm", "store", "dashboard"}
         if unknown:
             raise ConfigError(
-                f"{path}: unknown tables {sorted(unknown)}; expected [server], [plugins], [sandbox]"
+                f"{path}: unknown tables {sorted(unknown)}; expected [server], [plugins], [sandbox], "
+                "[principals], [llm], [store], [dashboard]"
             )
         _apply_server_table(config, data.get("server", {}), str(path))
         _apply_plugins_table(config, data.get("plugins", {}), str(path))
         config.sandbox = dict(data.get("sandbox", {}))
+        _apply_principals_table(config, data.get("principals", {}), str(path))
+        _apply_llm_table(config, data.get("llm", {}), str(path))
+        config.store = dict(data.get("store", {}))
+        config.dashboard = dict(data.get("dashboard", {}))
     from_env = {
         key: environ[ENV_PREFIX + key.upper()] for key in _SERVER_KEYS if ENV_PREFIX + key.upper() in environ
     }

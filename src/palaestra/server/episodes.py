@@ -15,7 +15,7 @@ from typing import Any
 from palaestra import types as t
 from palaestra.env import AnyEnv, AsyncEnv, EnvRegistration, InfraError, InvalidAction
 from palaestra.server.errors import exhausted, invalid, not_found, precondition
-from palaestra.server.validation import check_action
+from palaestra.server.validation import check_action, check_result
 
 log = logging.getLogger("palaestra.episodes")
 
@@ -38,6 +38,8 @@ class Episode:
     env: AnyEnv
     owner: str  # the stream or unary client that may use this episode
     executor: ThreadPoolExecutor
+    principal: str = ""  # the authenticated caller (or connection) whose quotas the episode counts against
+    sandboxed: bool = False  # the environment leases sandboxes (counts against the principal's max_sandboxes)
     opened_at: float = field(default_factory=time.monotonic)
     last_active: float = field(default_factory=time.monotonic)
     steps: int = 0
@@ -53,6 +55,7 @@ class Episode:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     env_closed: bool = False
     record_trajectory: bool = True  # off when no plugin implements palaestra_episode_finished
+    info: dict[str, Any] = field(default_factory=dict)  # seed, options, group, owner: for the hook
 
     @property
     def spec(self) -> t.EnvSpec:
@@ -87,6 +90,10 @@ class Episode:
             failure = t.InfraFailure(
                 "environment", f"{method} returned {type(result).__name__}, not StepResult"
             )
+            result = t.StepResult(agents={}, infra_failure=failure)
+        elif (broken := check_result(self.spec, result)) is not None:
+            log.error("episode %s (%s) %s: reward contract broken: %s", self.id, self.spec.id, method, broken)
+            failure = t.InfraFailure("environment", f"{self.spec.id} broke its reward contract: {broken}")
             result = t.StepResult(agents={}, infra_failure=failure)
         return result
 
@@ -165,7 +172,7 @@ class Episode:
                     tally.not_ok += 1
         self.finished = result.done if result.agents or result.infra_failure else self.finished
         if self.record_trajectory and len(self.trajectory) < MAX_TRAJECTORY:
-            self.trajectory.append(_trajectory_entry(self.steps, actions, result))
+            self.trajectory.append(_trajectory_entry(self.steps, actions, result, self.env_seconds))
 
     # ------------------------------------------------------------ closing
 
@@ -208,10 +215,14 @@ class Episode:
 
 
 def _trajectory_entry(
-    step: int, actions: Mapping[str, t.Action] | None, result: t.StepResult
+    step: int, actions: Mapping[str, t.Action] | None, result: t.StepResult, env_seconds: float
 ) -> dict[str, Any]:
+    """One step as plain data: actions, and per agent the new messages, rewards, components and
+    checklist items (tensors are left out: a recorder wants the conversation, not the frames)."""
     return {
         "step": step,
+        "time": time.time(),
+        "env_seconds": env_seconds,
         "actions": {agent: _action_summary(a) for agent, a in (actions or {}).items()},
         "rewards": {agent: r.scalar_reward for agent, r in result.agents.items()},
         "components": {
@@ -220,14 +231,55 @@ def _trajectory_entry(
                     "name": c.name,
                     "kind": c.kind.name.lower(),
                     "value": c.value,
+                    "weight": c.weight,
                     "status": c.status.name.lower(),
+                    "detail": c.detail,
                 }
                 for c in r.components
             ]
             for agent, r in result.agents.items()
         },
+        "messages": {
+            agent: [_message_dict(m) for m in r.observation.messages]
+            for agent, r in result.agents.items()
+            if r.observation.messages
+        },
+        "checklist": {
+            agent: [
+                {
+                    "item_id": c.item_id,
+                    "turn": c.turn,
+                    "passed": c.passed,
+                    "weight": c.weight,
+                    "score": c.score,
+                    "status": c.status.name.lower(),
+                    "reason": c.reason,
+                    "evidence": [{"turn": e.turn, "step": e.step, "snippet": e.snippet} for e in c.evidence],
+                }
+                for c in r.checklist
+            ]
+            for agent, r in result.agents.items()
+            if r.checklist
+        },
+        "legal_actions": {
+            agent: list(r.observation.legal_actions)
+            for agent, r in result.agents.items()
+            if r.observation.legal_actions
+        },
+        "info": {agent: r.info for agent, r in result.agents.items() if r.info},
+        "next_agent": result.next_agent,
         "done": result.done,
         "infra_failure": result.infra_failure.message if result.infra_failure else None,
+    }
+
+
+def _message_dict(message: t.Message) -> dict[str, Any]:
+    return {
+        "role": message.role,
+        "content": message.content,
+        "name": message.name,
+        "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in message.tool_calls],
+        "tool_call_id": message.tool_call_id,
     }
 
 
@@ -237,42 +289,68 @@ def _action_summary(action: t.Action) -> Any:
     if action.tensor is not None:
         return action.tensor.tolist()
     if action.message is not None:
-        return {"content": action.message.content, "tool_calls": [c.name for c in action.message.tool_calls]}
+        return _message_dict(action.message)
     return action.text
 
 
 class EpisodeTable:
-    """All open episodes, bounded in total and per client."""
+    """All open episodes, bounded in total and per principal (episodes, and episodes holding sandboxes)."""
 
     def __init__(self, max_episodes: int, max_per_client: int, env_threads: int) -> None:
         self.max_episodes = max_episodes
-        self.max_per_client = max_per_client
+        self.max_per_client = max_per_client  # for callers that name no principal quota
         self._episodes: dict[str, Episode] = {}
-        self._per_owner: dict[str, int] = defaultdict(int)
+        self._per_principal: dict[str, int] = defaultdict(int)
+        self._sandboxed: dict[str, int] = defaultdict(int)
         self._reserved = 0
         self.executor = ThreadPoolExecutor(max_workers=env_threads, thread_name_prefix="palaestra-env")
 
     def __len__(self) -> int:
         return len(self._episodes)
 
-    def reserve(self, owner: str, count: int) -> None:
-        """Claim capacity for `count` episodes before building them, so concurrent opens cannot overshoot."""
+    def reserve(
+        self,
+        principal: str,
+        count: int,
+        max_episodes: int = 0,
+        sandboxed: bool = False,
+        max_sandboxes: int = 0,
+    ) -> None:
+        """Claim capacity for `count` episodes before building them, so concurrent opens cannot overshoot.
+        `max_episodes` (0: the table's per-client default) and `max_sandboxes` (0: none) are the
+        principal's quotas; a sandboxed episode counts as one sandbox."""
         if len(self._episodes) + self._reserved + count > self.max_episodes:
             raise exhausted(
                 f"the server holds {len(self._episodes)} of at most {self.max_episodes} episodes; "
                 f"close some before opening {count} more"
             )
-        if self._per_owner[owner] + count > self.max_per_client:
+        quota = max_episodes or self.max_per_client
+        if self._per_principal[principal] + count > quota:
             raise exhausted(
-                f"this client holds {self._per_owner[owner]} of at most {self.max_per_client} episodes; "
+                f"this client holds {self._per_principal[principal]} of at most {quota} episodes; "
                 f"close some before opening {count} more"
             )
+        if sandboxed and max_sandboxes and self._sandboxed[principal] + count > max_sandboxes:
+            raise exhausted(
+                f"this client holds {self._sandboxed[principal]} of at most {max_sandboxes} episodes "
+                f"with sandboxes; close some before opening {count} more"
+            )
         self._reserved += count
-        self._per_owner[owner] += count
+        self._per_principal[principal] += count
+        if sandboxed:
+            self._sandboxed[principal] += count
 
-    def release_reservation(self, owner: str, count: int) -> None:
+    def release_reservation(self, principal: str, count: int, sandboxed: bool = False) -> None:
         self._reserved -= count
-        self._per_owner[owner] -= count
+        self._forget(self._per_principal, principal, count)
+        if sandboxed:
+            self._forget(self._sandboxed, principal, count)
+
+    @staticmethod
+    def _forget(counts: dict[str, int], principal: str, count: int) -> None:
+        counts[principal] -= count
+        if counts[principal] <= 0:
+            del counts[principal]
 
     def add(
         self,
@@ -281,11 +359,20 @@ class EpisodeTable:
         owner: str,
         episode_id: str,
         record_trajectory: bool = True,
+        principal: str = "",
+        sandboxed: bool = False,
     ) -> Episode:
-        """Turn one reserved slot into an episode."""
+        """Turn one reserved slot (reserved for `principal`, default: the owner) into an episode."""
         self._reserved -= 1
         episode = Episode(
-            episode_id, registration, env, owner, self.executor, record_trajectory=record_trajectory
+            episode_id,
+            registration,
+            env,
+            owner,
+            self.executor,
+            principal=principal or owner,
+            sandboxed=sandboxed,
+            record_trajectory=record_trajectory,
         )
         self._episodes[episode.id] = episode
         return episode
@@ -301,13 +388,19 @@ class EpisodeTable:
     def pop(self, episode_id: str) -> Episode | None:
         episode = self._episodes.pop(episode_id, None)
         if episode is not None:
-            self._per_owner[episode.owner] -= 1
-            if self._per_owner[episode.owner] <= 0:
-                del self._per_owner[episode.owner]
+            self._forget(self._per_principal, episode.principal, 1)
+            if episode.sandboxed:
+                self._forget(self._sandboxed, episode.principal, 1)
         return episode
 
     def owned_by(self, owner: str) -> list[str]:
         return [e.id for e in self._episodes.values() if e.owner == owner]
+
+    def owners(self) -> set[str]:
+        return {e.owner for e in self._episodes.values()}
+
+    def held_by(self, principal: str) -> int:
+        return self._per_principal.get(principal, 0)
 
     def idle(self, owner_prefix: str, idle_seconds: float) -> list[str]:
         cutoff = time.monotonic() - idle_seconds
@@ -319,6 +412,10 @@ class EpisodeTable:
 
     def all_ids(self) -> list[str]:
         return list(self._episodes)
+
+    def episodes(self) -> list[Episode]:
+        """The open episodes (for views such as the dashboard; do not mutate them)."""
+        return list(self._episodes.values())
 
 
 def new_episode_id() -> str:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+if TYPE_CHECKING:
+    from palaestra.server.auth import Authenticator
 
 
 class Metrics:
@@ -45,5 +51,28 @@ class Metrics:
             self._step_meters[env_id] = meters
         return meters
 
-    def serve(self, host: str, port: int) -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, auth: Authenticator | None = None) -> WSGIServer:
+        """Serve /metrics over HTTP on its own thread. With tokens configured, the endpoint wants the
+        same `Authorization: Bearer <token>` as the gRPC calls (401 otherwise)."""
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if (
+                auth is not None
+                and auth.enabled
+                and auth.from_header(environ.get("HTTP_AUTHORIZATION")) is None
+            ):
+                start_response(
+                    "401 Unauthorized", [("WWW-Authenticate", "Bearer"), ("Content-Type", "text/plain")]
+                )
+                return [b"missing or wrong bearer token\n"]
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+
+        server = make_server(host, port, app, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="palaestra-metrics", daemon=True).start()
+        return server
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

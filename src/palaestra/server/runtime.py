@@ -8,8 +8,10 @@ are reported in that episode's `EpisodeResult.error` so the rest of the batch go
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -18,12 +20,15 @@ import grpc
 from palaestra import types as t
 from palaestra import wire
 from palaestra.env import AsyncEnv, EnvContext, InvalidAction
+from palaestra.llm import endpoints_from_config
 from palaestra.pluginmanager import Plugins
 from palaestra.registry import UnknownEnvironment
+from palaestra.server.auth import Principal
 from palaestra.server.config import ServerConfig
 from palaestra.server.episodes import Episode, EpisodeTable, new_episode_id
 from palaestra.server.errors import ServiceError, invalid, not_found, unavailable
 from palaestra.server.metrics import Metrics
+from palaestra.server.validation import check_options, check_seed
 from palaestra.v1 import env_pb2, types_pb2
 
 log = logging.getLogger("palaestra.server")
@@ -39,12 +44,17 @@ class Runtime:
         self.metrics = Metrics()
         self.table = EpisodeTable(config.max_episodes, config.max_episodes_per_client, config.env_threads)
         self.draining = False
+        self.llm_endpoints = endpoints_from_config(config.llm)  # [llm.NAME]: what options may name
         # Building per-step trajectory dicts costs as much as a small env step: skip it when nobody listens.
         self.record_trajectories = bool(plugins.hook.palaestra_episode_finished.get_hookimpls())
 
     # ------------------------------------------------------------ open
 
-    async def open(self, request: env_pb2.OpenRequest, owner: str) -> env_pb2.OpenResponse:
+    async def open(
+        self, request: env_pb2.OpenRequest, owner: str, principal: Principal | None = None
+    ) -> env_pb2.OpenResponse:
+        """Open episodes for `owner` (the stream or unary caller that may use them), counted against
+        `principal`'s quotas (default: the owner, with the server's per-client limits)."""
         if self.draining:
             raise unavailable("the server is shutting down and opens no new episodes")
         try:
@@ -54,14 +64,28 @@ class Runtime:
         count = request.count or 1
         if not 1 <= count <= MAX_GROUP:
             raise invalid(f"count must be between 1 and {MAX_GROUP}, got {count}")
-        options = wire.dict_from_struct(request.options)
         seed = request.seed if request.HasField("seed") else None
+        check_seed(seed)
+        options = check_options(registration.spec, wire.dict_from_struct(request.options))
         task = _task_selector(request.task)
-        self.table.reserve(owner, count)
+        who = principal.name if principal is not None else owner
+        sandboxed = bool(registration.spec.sandbox_profiles)
+        self.table.reserve(
+            who,
+            count,
+            max_episodes=principal.max_episodes if principal is not None else 0,
+            sandboxed=sandboxed,
+            max_sandboxes=principal.max_sandboxes if principal is not None else 0,
+        )
         opened: list[Episode] = []
         response = env_pb2.OpenResponse()
+        # What the episode-finished hook reports besides the trajectory; `group` joins one open's episodes.
+        info = {"seed": seed, "options": options, "task": task, "owner": owner, "principal": who}
+        info["group"] = new_episode_id()
         try:
-            for _ in range(count):
+            for index in range(count):
+                if index % 16 == 15:
+                    await asyncio.sleep(0)  # a large open yields, so other streams keep moving
                 episode_id = new_episode_id()
                 context = EnvContext(
                     env_id=registration.spec.id,
@@ -71,17 +95,25 @@ class Runtime:
                     task=task,
                     sandboxes=self.sandboxes,
                     rewards=self.plugins.rewards,
+                    llm=self.llm_endpoints,
                     logger=logging.getLogger(f"palaestra.env.{registration.spec.id}"),
                 )
                 env = _build_env(registration.factory, context)
-                opened.append(self.table.add(registration, env, owner, episode_id, self.record_trajectories))
+                opened.append(
+                    self.table.add(
+                        registration, env, owner, episode_id, self.record_trajectories, who, sandboxed
+                    )
+                )
+                opened[-1].info = {**info, "opened_at": time.time()}
             results = await asyncio.gather(*(episode.reset(seed, options) for episode in opened))
         except BaseException:
-            self.table.release_reservation(owner, count - len(opened))
+            self.table.release_reservation(who, count - len(opened), sandboxed)
             for episode in opened:
                 await self._discard(episode)
             raise
-        for episode, result in zip(opened, results, strict=True):
+        for index, (episode, result) in enumerate(zip(opened, results, strict=True)):
+            if index % 64 == 63:
+                await asyncio.sleep(0)
             self.metrics.episodes_opened.labels(episode.spec.id).inc()
             await self._fill(response.episodes.add(), episode, result)
         self.metrics.episodes_open.set(len(self.table))
@@ -119,7 +151,7 @@ class Runtime:
             out = response.episodes.add(episode_id=item.episode_id)
             seed = item.seed if item.HasField("seed") else None
             options = wire.dict_from_struct(item.options)
-            calls.append((out, item.episode_id, lambda e, s=seed, o=options: e.reset(s, o)))
+            calls.append((out, item.episode_id, lambda e, s=seed, o=options: _checked_reset(e, s, o)))
         await self._run_batch(calls, owner)
         return response
 
@@ -182,6 +214,33 @@ class Runtime:
             self.metrics.infra_failures.labels(episode.spec.id, result.infra_failure.source).inc()
             await episode.close_env()  # free sandboxes now; the summary stays until the client closes
 
+    # ------------------------------------------------------------ catalog
+
+    def isolation_of(self, spec: t.EnvSpec) -> str:
+        """The isolation in force for an environment: the backend serving each sandbox profile it leases."""
+        if not spec.sandbox_profiles:
+            return "none: runs in the server process, no sandbox"
+        manager = self.sandboxes
+        if manager is None:
+            return "unavailable: the server has no sandbox manager"
+        parts = []
+        for profile in spec.sandbox_profiles:
+            chosen = manager.choice.get(profile)
+            if chosen is None:
+                why = getattr(manager, "problems", {}).get(
+                    profile, "the sandbox manager has not chosen a backend"
+                )
+                parts.append(f"{profile}: unavailable: {why}")
+                continue
+            backend = manager.backends.get(chosen)
+            described = getattr(backend, "describe", None)
+            parts.append(f"{profile}: {described() if callable(described) else chosen}")
+        return "; ".join(parts)
+
+    def catalog_spec(self, spec: t.EnvSpec) -> t.EnvSpec:
+        """The spec as the catalog shows it: with the isolation in force."""
+        return dataclasses.replace(spec, isolation=self.isolation_of(spec))
+
     # ------------------------------------------------------------ close
 
     async def close(
@@ -210,7 +269,7 @@ class Runtime:
             await episode.close_env()
         summary = episode.summary(reason)
         self.metrics.episodes_open.set(len(self.table))
-        self._episode_finished(summary, episode.trajectory)
+        self._episode_finished(summary, episode.trajectory, episode.info)
         return summary
 
     async def close_owned(self, owner: str, reason: str) -> None:
@@ -221,9 +280,11 @@ class Runtime:
         for episode_id in self.table.all_ids():
             await self.close_episode(episode_id, reason)
 
-    def _episode_finished(self, summary: t.EpisodeSummary, trajectory: list[dict[str, Any]]) -> None:
+    def _episode_finished(
+        self, summary: t.EpisodeSummary, trajectory: list[dict[str, Any]], info: dict[str, Any]
+    ) -> None:
         try:
-            self.plugins.hook.palaestra_episode_finished(summary=summary, trajectory=trajectory)
+            self.plugins.hook.palaestra_episode_finished(summary=summary, trajectory=trajectory, info=info)
         except Exception:
             log.exception("a palaestra_episode_finished hook failed for episode %s", summary.episode_id)
 
@@ -236,6 +297,11 @@ class Runtime:
             log.info("closing idle episode %s", episode_id)
             await self.close_episode(episode_id, "idle")
         return len(idle)
+
+
+async def _checked_reset(episode: Episode, seed: int | None, options: dict[str, Any]) -> t.StepResult:
+    check_seed(seed)
+    return await episode.reset(seed, check_options(episode.spec, options))
 
 
 def _task_selector(selector: env_pb2.TaskSelector) -> int | str | None:

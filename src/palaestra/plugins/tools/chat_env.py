@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from palaestra.env import AsyncEnv, EnvContext, InvalidAction
+from palaestra.llm import named_endpoint
 from palaestra.plugins.tools.tasks import Domain, Task
 from palaestra.plugins.tools.toolbox import INVALID_CALL_KINDS, POLICY_KIND
 from palaestra.plugins.tools.users import GOODBYE, ModelUser, ScriptedUser, SimulatedUser
@@ -47,7 +48,9 @@ class Settings:
     checklist_scale: float = 1.0
     invalid_call_penalty: float = 0.1
     policy_penalty: float = 0.25
-    user_model: Mapping[str, Any] | None = None  # an OpenAI-compatible endpoint table; None: scripted
+    # The name of one of the server's [llm.NAME] endpoints (the only form open options may use), or an
+    # endpoint table in the operator's [plugins.tools] config; None: the scripted user.
+    user_model: str | Mapping[str, Any] | None = None
 
     @classmethod
     def from_tables(cls, *tables: Mapping[str, Any]) -> Settings:
@@ -97,6 +100,8 @@ class ToolChatEnv(AsyncEnv):
         self.domain = domain
         self.ctx = ctx
         self.settings = Settings.from_tables(ctx.config, ctx.options)
+        if "user_model" in ctx.options:  # a client may pick a configured endpoint by name, nothing else
+            named_endpoint(ctx.llm, ctx.options["user_model"], "user_model")
         self.state: Any = None
         self.done = False
 
@@ -132,8 +137,11 @@ class ToolChatEnv(AsyncEnv):
         return StepResult.single(AgentResult(observation=observation))
 
     def _make_user(self, task: Task) -> SimulatedUser:
-        if self.settings.user_model:
-            return ModelUser(task, ChatEndpoint.from_config(self.settings.user_model))
+        chosen = self.settings.user_model
+        if isinstance(chosen, str):
+            return ModelUser(task, named_endpoint(self.ctx.llm, chosen, "user_model"))
+        if chosen:
+            return ModelUser(task, ChatEndpoint.from_config(chosen))
         return ScriptedUser(task)
 
     # ------------------------------------------------------------ steps
