@@ -107,13 +107,14 @@ async def test_correct_wrong_and_missing_answers(make_env: Callable[..., MathEnv
     assert env.task is not None
     gold = env.task.answer
     right = components(await answer(env, f"Working it out.\n\\boxed{{{gold}}}", seed=4))
-    assert right["correct"].value == 1.0 and right["format"].value == 1.0
+    assert right["correct"].value == 1.0 and right["format"].value == 0.0
     wrong = components(await answer(env, f"\\boxed{{{int(gold) + 1}}}", seed=4))
     assert wrong["correct"].value == 0.0 and wrong["correct"].status is ComponentStatus.OK
     unboxed = components(await answer(env, f"The answer is {gold}.", seed=4))
-    assert unboxed["correct"].value == 1.0 and unboxed["format"].value == 0.0
+    assert unboxed["correct"].value == 1.0 and unboxed["format"].value == -1.0
     nothing = await answer(env, "I do not know.", seed=4)
-    assert components(nothing)["correct"].value == 0.0 and nothing.scalar_reward == 0.0
+    assert components(nothing)["correct"].value == 0.0
+    assert nothing.scalar_reward == pytest.approx(-0.1)  # the format penalty: weight 0.1 x -1
 
 
 async def test_spamming_several_boxed_answers_scores_nothing(make_env: Callable[..., MathEnv]) -> None:
@@ -122,9 +123,31 @@ async def test_spamming_several_boxed_answers_scores_nothing(make_env: Callable[
     assert env.task is not None
     spam = " ".join(f"\\boxed{{{i}}}" for i in range(-50, 200)) + f" \\boxed{{{env.task.answer}}}"
     result = components(await answer(env, spam, seed=2))
-    assert result["correct"].value == 0.0 and result["format"].value == 0.0
+    assert result["correct"].value == 0.0 and result["format"].value == -1.0
     lenient = make_env("math/arithmetic", {"multiple_answers": "last"})
     assert components(await answer(lenient, spam, seed=2))["correct"].value == 1.0
+
+
+async def test_an_unclosed_box_is_a_format_failure_never_a_fallback(make_env: Callable[..., MathEnv]) -> None:
+    env = make_env("math/arithmetic")
+    await env.reset(seed=4)
+    assert env.task is not None
+    gold = env.task.answer
+    # The gold answer is the last number, and the box around it is never closed.
+    result = components(await answer(env, f"The answer is {gold}. \\boxed{{{gold}", seed=4))
+    assert result["correct"].value == 0.0 and result["correct"].status is ComponentStatus.OK
+    assert result["format"].value == -1.0 and "never closed" in result["format"].detail
+
+
+@pytest.mark.timeout(60)
+async def test_hostile_replies_are_read_in_linear_time_and_capped(make_env: Callable[..., MathEnv]) -> None:
+    env = make_env("math/arithmetic", {"max_response_chars": 200_000})
+    # 28 KB of unclosed boxes took 18.6 s with the old quadratic search; now a single pass.
+    unclosed = components(await answer(env, "\\boxed{" * 25_000))
+    assert unclosed["format"].value == -1.0 and unclosed["correct"].value == 0.0
+    long = make_env("math/arithmetic", {"max_response_chars": 1000})
+    capped = components(await answer(long, "x" * 1001 + "\\boxed{1}"))
+    assert capped["format"].value == -1.0 and "at most 1000" in capped["format"].detail
 
 
 async def test_a_verifier_hang_is_a_timeout_component_not_a_wrong_answer(
@@ -134,7 +157,7 @@ async def test_a_verifier_hang_is_a_timeout_component_not_a_wrong_answer(
     result = await answer(env, "\\boxed{9^{9^{9}}}")
     correct = components(result)["correct"]
     assert correct.status is ComponentStatus.TIMEOUT and correct.contribution == 0.0
-    assert components(result)["format"].value == 1.0
+    assert components(result)["format"].value == 0.0
 
 
 async def test_process_component_reports_the_first_wrong_step(make_env: Callable[..., MathEnv]) -> None:

@@ -20,7 +20,7 @@ def test_math_episode_over_grpc(client: Client) -> None:
     step = client.step(first.episode_id, Action(text=f"3 * 4 = 12\n\\boxed{{{task.answer}}}"))
     result = step.agents["agent"]
     by_name = {c.name: c for c in result.components}
-    assert step.done and by_name["correct"].value == 1.0 and by_name["format"].value == 1.0
+    assert step.done and by_name["correct"].value == 1.0 and by_name["format"].value == 0.0
     assert result.scalar_reward >= 1.1
     client.close(first.episode_id)
 

@@ -36,6 +36,8 @@ def pool() -> Iterator[VerifierPool]:
         ("\\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),
         ("answer \\fbox{7}", "7"),
         ("unbalanced \\boxed{3", None),
+        ("closed \\boxed{2} then unclosed \\boxed{3", None),
+        ("nested \\boxed{\\boxed{2}}", "2"),
         ("no box here", None),
     ],
 )

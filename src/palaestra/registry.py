@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import jsonschema
+
 from palaestra.env import EnvFactory, EnvRegistration
 from palaestra.types import EnvSpec
 
@@ -31,6 +33,29 @@ class UnknownEnvironment(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+def check_spec(spec: EnvSpec) -> None:
+    """Refuse a spec whose options schema is not a JSON Schema of an object, or whose reward components
+    are declared twice or with an empty range."""
+    schema = spec.options_schema
+    if schema is not None:
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise RegistrationError(
+                f"{spec.id}: options_schema is not a valid JSON Schema: {exc.message}"
+            ) from None
+        if schema.get("type") != "object":
+            raise RegistrationError(f'{spec.id}: options_schema must describe an object ("type": "object")')
+    names = [c.name for c in spec.reward_components]
+    if len(set(names)) != len(names):
+        raise RegistrationError(f"{spec.id}: reward components declared twice in {names}")
+    for c in spec.reward_components:
+        if c.low is not None and c.high is not None and c.low > c.high:
+            raise RegistrationError(
+                f"{spec.id}: reward component {c.name!r} has low {c.low} above high {c.high}"
+            )
 
 
 EnvResolver = Callable[[str], "tuple[EnvSpec, EnvFactory] | None"]
@@ -60,6 +85,7 @@ class EnvRegistry:
                 f"environment id {spec.id!r} is already registered by plugin {owner!r}; "
                 f"plugin {self._current_plugin[0]!r} cannot register it again"
             )
+        check_spec(spec)
         plugin, version = self._current_plugin
         if plugin and not spec.plugin:
             spec = replace(spec, plugin=plugin, plugin_version=version)
@@ -83,6 +109,7 @@ class EnvRegistry:
                     raise UnknownEnvironment(env_id, sorted(self._entries), reason=str(exc)) from None
                 if found is not None:
                     spec, factory = found
+                    check_spec(spec)
                     spec = replace(
                         spec, plugin=spec.plugin or plugin, plugin_version=spec.plugin_version or version
                     )

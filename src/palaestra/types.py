@@ -7,6 +7,8 @@ from the messages in `protos/palaestra/v1`. The names follow the proto messages 
 from __future__ import annotations
 
 import enum
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,11 +84,49 @@ Space = DiscreteSpace | BoxSpace | MultiDiscreteSpace | MultiBinarySpace | TextS
 # ---------------------------------------------------------------- chat
 
 
+# Bounds on tool-call arguments a policy writes (see `ToolCall.load_arguments`).
+MAX_ARGUMENT_CHARS = 256_000
+MAX_ARGUMENT_DEPTH = 64
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKETS = re.compile(r"[\[\]{}]")
+
+
 @dataclass
 class ToolCall:
     name: str
     arguments: str  # JSON text exactly as the model wrote it
     id: str = ""
+
+    def load_arguments(self) -> dict[str, Any]:
+        """The arguments as a JSON object; ValueError, saying why, for anything else: not JSON, not an
+        object, longer than MAX_ARGUMENT_CHARS or nested deeper than MAX_ARGUMENT_DEPTH (so hostile
+        input is the policy's failure, never a RecursionError). An empty string is ``{}``."""
+        return load_json_arguments(self.arguments)
+
+
+def load_json_arguments(text: str) -> dict[str, Any]:
+    """See `ToolCall.load_arguments`. Linear in the length of `text`."""
+    if not text.strip():
+        return {}
+    if len(text) > MAX_ARGUMENT_CHARS:
+        raise ValueError(
+            f"arguments are {len(text)} characters long; at most {MAX_ARGUMENT_CHARS} are accepted"
+        )
+    depth = deepest = 0
+    for bracket in _JSON_BRACKETS.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    if deepest > MAX_ARGUMENT_DEPTH:
+        raise ValueError(
+            f"arguments are nested {deepest} deep; at most {MAX_ARGUMENT_DEPTH} levels are accepted"
+        )
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"arguments are not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"arguments must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 @dataclass
@@ -234,9 +274,19 @@ class StepResult:
 
 @dataclass
 class RewardComponentSpec:
+    """One reward component an environment may report. `name` may end in ``*`` to declare a family
+    (``checklist.*``). `low`/`high` bound the component's value (None: unbounded on that side).
+
+    The server checks every step result against these: a component that is not declared, has another
+    kind, is NaN or infinite, or lies outside its range is the environment's bug (an infrastructure
+    failure, never a reward). FORMAT and PENALTY components are never positive: 0 when the reply is
+    fine, negative when it is not (see docs/writing-a-plugin.md, "Rewards")."""
+
     name: str
     kind: RewardKind
     description: str = ""
+    low: float | None = None
+    high: float | None = None
 
 
 @dataclass
@@ -255,6 +305,12 @@ class EnvSpec:
     num_tasks: int = 0
     plugin: str = ""
     plugin_version: str = ""
+    # JSON Schema of the open options (an object schema); the server validates options against it at
+    # open and at reset (INVALID_ARGUMENT naming the option) and turns integral floats back into ints
+    # where it says "integer". None: the plugin declares none and sees the options unchecked.
+    options_schema: dict[str, Any] | None = None
+    sandbox_profiles: tuple[str, ...] = ()  # sandbox profiles the environment leases (for `isolation`)
+    isolation: str = ""  # filled by the server: the isolation in force for this environment
 
 
 @dataclass

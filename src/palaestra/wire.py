@@ -388,11 +388,20 @@ def spec_to_proto(spec: t.EnvSpec) -> catalog_pb2.EnvSpec:
         tags=list(spec.tags),
         max_episode_steps=spec.max_episode_steps,
         num_tasks=spec.num_tasks,
+        options_schema=json.dumps(spec.options_schema) if spec.options_schema is not None else "",
+        sandbox_profiles=list(spec.sandbox_profiles),
+        isolation=spec.isolation,
     )
     message.observation_space.CopyFrom(space_to_proto(spec.observation_space))
     message.action_space.CopyFrom(space_to_proto(spec.action_space))
     for rc in spec.reward_components:
-        message.reward_components.add(name=rc.name, kind=rc.kind.value, description=rc.description)
+        component = message.reward_components.add(
+            name=rc.name, kind=rc.kind.value, description=rc.description
+        )
+        if rc.low is not None:
+            component.low = rc.low
+        if rc.high is not None:
+            component.high = rc.high
     return message
 
 
@@ -405,7 +414,13 @@ def spec_from_proto(p: catalog_pb2.EnvSpec) -> t.EnvSpec:
         kind=t.EnvKind(p.kind or 1),
         agents=tuple(p.agents),
         reward_components=tuple(
-            t.RewardComponentSpec(rc.name, t.RewardKind(rc.kind or 1), rc.description)
+            t.RewardComponentSpec(
+                rc.name,
+                t.RewardKind(rc.kind or 1),
+                rc.description,
+                low=rc.low if rc.HasField("low") else None,
+                high=rc.high if rc.HasField("high") else None,
+            )
             for rc in p.reward_components
         ),
         tags=tuple(p.tags),
@@ -413,4 +428,7 @@ def spec_from_proto(p: catalog_pb2.EnvSpec) -> t.EnvSpec:
         num_tasks=p.num_tasks,
         plugin=p.plugin,
         plugin_version=p.plugin_version,
+        options_schema=json.loads(p.options_schema) if p.options_schema else None,
+        sandbox_profiles=tuple(p.sandbox_profiles),
+        isolation=p.isolation,
     )

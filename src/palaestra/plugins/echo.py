@@ -2,13 +2,15 @@
 
 The environment asks the agent to repeat a word; the agent's text comes back as the next user message,
 and the outcome component is 1 when the agent said the word. It runs inline (microseconds per step),
-so it measures the transport, not the environment.
+so it measures the transport, not the environment. Its id is `echo`; `echo/text`, its former id, still
+resolves to it.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from palaestra import (
@@ -26,22 +28,36 @@ from palaestra import (
     StepResult,
     hookimpl,
 )
+from palaestra.env import EnvFactory
+from palaestra.hookspecs import ScriptedPolicy
 from palaestra.registry import EnvRegistry
-from palaestra.types import DEFAULT_AGENT, EpisodeStep
+from palaestra.types import DEFAULT_AGENT
 
 WORDS = ("apple", "river", "lantern", "orbit", "meadow", "copper", "violet", "harbor", "puzzle", "thunder")
 DEFAULT_TURNS = 4
 
 SPEC = EnvSpec(
-    id="echo/text",
+    id="echo",
     description="Repeat the word you are asked for; your text is echoed back. For tests and benchmarks.",
     observation_space=ChatSpace(),
     action_space=ChatSpace(),
     reward_components=(
-        RewardComponentSpec("said_word", RewardKind.OUTCOME, "1 when the reply contains the word"),
+        RewardComponentSpec("said_word", RewardKind.OUTCOME, "1 when the reply contains the word", 0.0, 1.0),
     ),
     tags=("builtin", "test", "chat"),
     max_episode_steps=64,
+    options_schema={
+        "type": "object",
+        "properties": {
+            "turns": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 64,
+                "description": "an integer from 1 to 64: replies allowed before the episode is truncated",
+            }
+        },
+        "additionalProperties": False,
+    },
 )
 
 
@@ -82,17 +98,30 @@ def make_echo(context: EnvContext) -> EchoEnv:
 
 
 def say_the_word(observation: Observation) -> Action:
-    """Says the word the environment asked for: the reference agent of `palaestra run echo/text`."""
+    """Says the word the environment asked for: the reference agent of `palaestra run echo`."""
     for message in observation.messages:
         if "say the word '" in message.content:
             return Action(text=message.content.split("'")[1])
     return Action(text="I do not know.")
 
 
-def make_scripted_policy(env_id: str, seed: int | None = None) -> Callable[[EpisodeStep], dict[str, Action]]:
-    return lambda step: {DEFAULT_AGENT: say_the_word(step.result.observation)}
+ALIAS = "echo/text"  # the former id, kept working
+
+
+def resolve_alias(env_id: str) -> tuple[EnvSpec, EnvFactory] | None:
+    if env_id != ALIAS:
+        return None
+    return replace(SPEC, id=ALIAS, description=f"The former id of `echo`: {SPEC.description}"), make_echo
 
 
 @hookimpl
 def palaestra_register_environments(registry: EnvRegistry, config: Mapping[str, Any]) -> None:
     registry.add(SPEC, make_echo)
+    registry.add_resolver("echo/", resolve_alias)
+
+
+@hookimpl
+def palaestra_scripted_policy(spec: EnvSpec, seed: int | None) -> ScriptedPolicy | None:
+    if spec.id not in (SPEC.id, ALIAS):
+        return None
+    return lambda step: {DEFAULT_AGENT: say_the_word(step.result.observation)}

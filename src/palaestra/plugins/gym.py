@@ -21,6 +21,7 @@ from palaestra import (
     Env,
     EnvContext,
     EnvSpec,
+    InvalidAction,
     MultiBinarySpace,
     MultiDiscreteSpace,
     Observation,
@@ -57,6 +58,18 @@ def space_from_gym(space: gym.Space[Any]) -> Space:
     raise ValueError(f"Gymnasium space {type(space).__name__} cannot be served (flatten it with a wrapper)")
 
 
+# Open and reset options go to `env.reset(options=...)`. Gymnasium environments define their own; the
+# classic-control ones take `low`/`high` bounds of the initial state. Others are passed through, and an
+# environment that refuses them answers INVALID_ARGUMENT.
+OPTIONS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "low": {"type": "number", "description": "a number: lower bound of the initial state"},
+        "high": {"type": "number", "description": "a number: upper bound of the initial state"},
+    },
+}
+
+
 class GymEnv(Env):
     def __init__(self, env: gym.Env[Any, Any]) -> None:
         self.env = env
@@ -67,7 +80,14 @@ class GymEnv(Env):
         return Observation(tensor=np.asarray(obs, dtype=self.obs_dtype))
 
     def reset(self, seed: int | None = None, options: Mapping[str, Any] | None = None) -> StepResult:
-        obs, info = self.env.reset(seed=seed, options=dict(options) if options else None)
+        if options:
+            try:
+                obs, info = self.env.reset(seed=seed, options=dict(options))
+            except (ValueError, TypeError, KeyError, AssertionError) as exc:
+                # Gymnasium environments check their own reset options: a refusal is the client's mistake.
+                raise InvalidAction(f"the reset options {dict(options)} were refused: {exc}") from None
+        else:
+            obs, info = self.env.reset(seed=seed)
         return StepResult.single(AgentResult(observation=self._observation(obs), reward=0.0, info=info))
 
     def step(self, actions: Mapping[str, Action]) -> StepResult:
@@ -102,6 +122,7 @@ def resolve(env_id: str) -> tuple[EnvSpec, EnvFactory] | None:
             action_space=space_from_gym(probe.action_space),
             tags=("builtin", "gymnasium", "classic-rl"),
             max_episode_steps=gym_spec.max_episode_steps or 0,
+            options_schema=OPTIONS_SCHEMA,
         )
     finally:
         probe.close()

@@ -12,7 +12,7 @@ from dataclasses import fields
 from typing import Any
 
 from palaestra.env import EnvContext
-from palaestra.hookspecs import hookimpl
+from palaestra.hookspecs import ScriptedPolicy, hookimpl
 from palaestra.plugins.code.checks import forbidden_rules
 from palaestra.plugins.code.env import CodeEnv, EpisodeSettings
 from palaestra.plugins.code.grader import Grader, GraderSettings
@@ -30,15 +30,73 @@ MODES: dict[str, dict[str, bool]] = {
 EPISODE_OPTION_NAMES = {f.name for f in fields(EpisodeSettings)} - {"repair", "tools"}
 
 REWARD_SPECS = (
-    RewardComponentSpec("outcome.all_hidden_pass", RewardKind.OUTCOME, "1 when every hidden test passes"),
-    RewardComponentSpec("outcome.hidden_fraction", RewardKind.OUTCOME, "fraction of hidden tests passed"),
     RewardComponentSpec(
-        "process.public_delta", RewardKind.PROCESS, "per turn: change in public pass fraction"
+        "outcome.all_hidden_pass", RewardKind.OUTCOME, "1 when every hidden test passes", 0.0, 1.0
     ),
-    RewardComponentSpec("process.gated", RewardKind.PROCESS, "gated accumulation of the per-turn credit"),
-    RewardComponentSpec("format.code_block", RewardKind.FORMAT, "-1 when no code block was found"),
-    RewardComponentSpec("checklist.*", RewardKind.CHECKLIST, "one per checklist item, with its reason"),
+    RewardComponentSpec(
+        "outcome.hidden_fraction", RewardKind.OUTCOME, "fraction of hidden tests passed", 0.0, 1.0
+    ),
+    RewardComponentSpec(
+        "process.public_delta", RewardKind.PROCESS, "per turn: change in public pass fraction", -1.0, 1.0
+    ),
+    RewardComponentSpec(
+        "process.gated", RewardKind.PROCESS, "gated accumulation of the per-turn credit", -1.0, 1.0
+    ),
+    RewardComponentSpec(
+        "format.code_block", RewardKind.FORMAT, "0 with a code block, -1 when none was found", -1.0, 0.0
+    ),
+    RewardComponentSpec(
+        "checklist.*", RewardKind.CHECKLIST, "one per checklist item (1/0), with its reason", 0.0, 1.0
+    ),
 )
+
+
+def _options_schema() -> dict[str, Any]:
+    """The open options of a code environment: the episode settings and reward weights (docs/code.md)."""
+    from palaestra.plugins.code.rewards import DEFAULT_CHECKLIST_WEIGHTS, RewardConfig
+
+    def typed(default: Any, description: str, minimum: float | None = 0) -> dict[str, Any]:
+        if isinstance(default, bool):
+            return {"type": "boolean", "description": description}
+        kind = "integer" if isinstance(default, int) else "number"
+        schema: dict[str, Any] = {"type": kind, "description": description}
+        if minimum is not None:
+            schema["minimum"] = minimum
+        return schema
+
+    episode = EpisodeSettings()
+    rewards = RewardConfig()
+    weights = {
+        f.name: typed(getattr(rewards, f.name), f"{f.name} (default {getattr(rewards, f.name)})")
+        for f in fields(RewardConfig)
+        if f.name != "checklist"
+    }
+    weights["checklist"] = {
+        "type": "object",
+        "properties": {name: typed(0.0, "item weight") for name in DEFAULT_CHECKLIST_WEIGHTS},
+        "additionalProperties": False,
+        "description": f"weights of the checklist items {sorted(DEFAULT_CHECKLIST_WEIGHTS)}",
+    }
+    settings = {
+        name: typed(getattr(episode, name), f"{name} (default {getattr(episode, name)})")
+        for name in sorted(EPISODE_OPTION_NAMES - {"extract"})
+    }
+    settings["max_submissions"].update(minimum=1, maximum=20)
+    settings["max_tool_calls"]["maximum"] = 64
+    settings["feedback_chars"]["maximum"] = settings["tool_output_chars"]["maximum"] = 100_000
+    settings["tool_seconds"].update(exclusiveMinimum=0, maximum=60)
+    del settings["tool_seconds"]["minimum"]
+    settings["extract"] = {"enum": ["last", "first", "whole"], "description": "which code block is graded"}
+    settings["rewards"] = {
+        "type": "object",
+        "properties": weights,
+        "additionalProperties": False,
+        "description": "reward weights (the [plugins.code.rewards] names)",
+    }
+    return {"type": "object", "properties": settings, "additionalProperties": False}
+
+
+OPTIONS_SCHEMA = _options_schema()
 
 
 def load_task_set(config: Mapping[str, Any]) -> list[CodeTask]:
@@ -112,6 +170,8 @@ def register(registry: EnvRegistry, config: Mapping[str, Any]) -> None:
                     tags=("code", name, "sandbox", *(k for k, v in mode.items() if v)),
                     max_episode_steps=settings.max_steps,
                     num_tasks=len(tasks),
+                    options_schema=OPTIONS_SCHEMA,
+                    sandbox_profiles=(language.profile,),
                 ),
                 make_factory(tasks, language, mode, config),
             )
@@ -120,3 +180,13 @@ def register(registry: EnvRegistry, config: Mapping[str, Any]) -> None:
 @hookimpl
 def palaestra_register_environments(registry: EnvRegistry, config: Mapping[str, Any]) -> None:
     register(registry, config)
+
+
+@hookimpl
+def palaestra_scripted_policy(spec: EnvSpec, seed: int | None) -> ScriptedPolicy | None:
+    """The reference agent of the code environments (client side: `palaestra run`, training warm-ups)."""
+    if not spec.id.startswith("code/"):
+        return None
+    from palaestra.plugins.code.reference import make_scripted_policy
+
+    return make_scripted_policy(spec.id, seed)

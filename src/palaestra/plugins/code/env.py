@@ -8,7 +8,6 @@ and tool episodes grade the final program in a fresh sandbox leased for that pur
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from palaestra.types import (
     Observation,
     RewardComponent,
     StepResult,
+    load_json_arguments,
 )
 
 RUN_CODE_TOOL = "run_code"
@@ -289,9 +289,11 @@ class CodeEnv(AsyncEnv):
                 f"error: the budget of {self.settings.max_tool_calls} tool calls is spent; submit a program"
             )
         try:
-            args = json.loads(arguments or "{}")
+            args = load_json_arguments(arguments)
             code, stdin = str(args["code"]), str(args.get("stdin", ""))
-        except (ValueError, KeyError, TypeError):
+        except ValueError as exc:
+            return f'error: {exc}; arguments must be JSON like {{"code": "...", "stdin": "..."}}'
+        except (KeyError, TypeError):
             return 'error: arguments must be JSON like {"code": "...", "stdin": "..."}'
         sandbox = await self._agent_sandbox()
         directory = await self.grader.write_submission(sandbox, code, prefix="run")

@@ -156,7 +156,7 @@ def checklist_items(facts: FinalFacts, turn: int, config: RewardConfig) -> list[
         forbidden_reason = f"forbidden: {', '.join(facts.forbidden)}"
     else:
         forbidden_reason = "no forbidden imports or calls"
-    return [
+    items = [
         _item("code_extracted", found, extracted_reason, turn, config),
         _item("compiles", compiled, compile_reason, turn, config),
         _item("public_tests_pass", public_ok, public_reason, turn, config),
@@ -164,6 +164,22 @@ def checklist_items(facts: FinalFacts, turn: int, config: RewardConfig) -> list[
         _item("within_time_limit", in_time, time_reason, turn, config),
         _item("no_forbidden_calls", clean, forbidden_reason, turn, config),
     ]
+    if not _passed_any(facts):
+        # A null submission (e.g. `pass`) is well formed, compiles, is fast and clean: the hygiene items
+        # are prerequisites, credited only for a program that passes at least one test.
+        for item in items:
+            if item.passed and item.item_id in HYGIENE_ITEMS:
+                item.passed = False
+                item.reason = f"{item.reason}; not credited: the program passed no test"
+    return items
+
+
+# Items a program that does nothing would pass; they count only when it passes some test.
+HYGIENE_ITEMS = ("code_extracted", "compiles", "within_time_limit", "no_forbidden_calls")
+
+
+def _passed_any(facts: FinalFacts) -> bool:
+    return any(r is not None and r.compiled and r.passed > 0 for r in (facts.public, facts.hidden))
 
 
 def _compiles(facts: FinalFacts) -> tuple[bool, str]:

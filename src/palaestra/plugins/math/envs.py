@@ -15,18 +15,17 @@ PRM named in the settings). A component that could not be computed carries statu
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from palaestra.env import AsyncEnv, EnvContext, InfraError, InvalidAction
-from palaestra.plugins.math.extract import Extraction, extract_answer, last_boxed
+from palaestra.plugins.math.extract import Extraction, extract_answer, scan_boxes
 from palaestra.plugins.math.pool import shared_pool
 from palaestra.plugins.math.prm import prm_component
-from palaestra.plugins.math.settings import MAX_TOOL_CALLS_LIMIT, MathSettings, merge
-from palaestra.plugins.math.steps import check_steps, split_steps
+from palaestra.plugins.math.settings import MAX_TOOL_CALLS_LIMIT, OPTIONS_SCHEMA, MathSettings, merge
+from palaestra.plugins.math.steps import StepReport, check_steps, split_steps
 from palaestra.plugins.math.tasks import Task
 from palaestra.sandbox.api import ExecResult, ExecStatus, Sandbox, SandboxError
 from palaestra.types import (
@@ -48,13 +47,17 @@ SANDBOX_PROFILE = "python"
 
 REWARD_COMPONENTS = (
     RewardComponentSpec(
-        "correct", RewardKind.OUTCOME, "1 when the final answer is equivalent to the reference"
+        "correct", RewardKind.OUTCOME, "1 when the final answer is equivalent to the reference", 0.0, 1.0
     ),
     RewardComponentSpec(
-        "format", RewardKind.FORMAT, "1 when exactly one final answer is given in the required format"
+        "format",
+        RewardKind.FORMAT,
+        "0 when exactly one final answer is given in the required format, else -1",
+        -1.0,
+        0.0,
     ),
     RewardComponentSpec(
-        "arithmetic_steps", RewardKind.PROCESS, "share of steps whose arithmetic claims hold"
+        "arithmetic_steps", RewardKind.PROCESS, "share of steps whose arithmetic claims hold", 0.0, 1.0
     ),
     RewardComponentSpec(
         "prm", RewardKind.PROCESS, "a learned process reward model's score (when configured)"
@@ -148,6 +151,9 @@ class MathVariant:
             tags=("math", "chat", *self.tags),
             max_episode_steps=steps,
             num_tasks=0 if self.source.generate is not None else self.source.num_tasks,
+            options_schema=OPTIONS_SCHEMA,
+            # Any math episode may turn its python tool on (`tools = true`), so each may lease one.
+            sandbox_profiles=(SANDBOX_PROFILE,),
         )
 
 
@@ -262,10 +268,10 @@ class MathEnv(AsyncEnv):
                 "give your final answer"
             )
         try:
-            code = json.loads(call.arguments or "{}")["code"]
+            code = call.load_arguments()["code"]
             if not isinstance(code, str):
                 raise TypeError("code must be a string")
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             return reply(f'error: arguments must be JSON like {{"code": "print(1)"}} ({exc})')
         self.tool_calls += 1
         return reply(self._format_exec(await self._exec_python(code)))
@@ -312,43 +318,52 @@ class MathEnv(AsyncEnv):
         return StepResult.single(AgentResult(components=components, terminated=True, info=info))
 
 
-def _distinct_boxed(text: str, limit: int = 50) -> set[str]:
-    """The distinct contents of the boxed answers in `text` (only the first `limit` are looked at)."""
-    found: set[str] = set()
-    remaining = text
-    for _ in range(limit):
-        content = last_boxed(remaining)
-        if content is None:
-            break
-        found.add(content.replace(" ", ""))
-        remaining = remaining[
-            : remaining.rfind("\\boxed") if "\\boxed" in remaining else remaining.rfind("\\fbox")
-        ]
-    return found
+@dataclass(frozen=True)
+class Reading:
+    """What was read from a final reply: the answer (or why none could be read) and the step report."""
+
+    extraction: Extraction | None
+    several: bool  # several different boxed answers
+    problem: str = ""  # non-empty: the reply could not be read (a format failure), and why
+    steps: StepReport | None = None
 
 
-def _format_component(
-    extraction: Extraction | None, required: str, several: bool, weight: float
-) -> RewardComponent:
-    if extraction is None or extraction.strategy != required:
-        return RewardComponent(
-            "format", RewardKind.FORMAT, 0.0, weight, detail=f"no answer in the required '{required}' format"
-        )
-    if several:
-        return RewardComponent(
-            "format", RewardKind.FORMAT, 0.0, weight, detail="several different final answers"
-        )
-    return RewardComponent("format", RewardKind.FORMAT, 1.0, weight)
+def read_response(response: str, strategies: tuple[str, ...], max_chars: int, step_checker: bool) -> Reading:
+    """Extract the answer and check the steps: linear in the reply's length, which is capped."""
+    if len(response) > max_chars:
+        return Reading(None, False, f"the reply has {len(response)} characters; at most {max_chars} are read")
+    boxes = scan_boxes(response)
+    if boxes.unclosed:
+        return Reading(None, False, "a \\boxed{ is never closed")
+    extraction = extract_answer(response, strategies)
+    several = len({content.replace(" ", "") for content in boxes.top_level}) > 1
+    return Reading(extraction, several, steps=check_steps(response) if step_checker else None)
 
 
-async def _outcome_component(
-    settings: MathSettings, task: Task, extraction: Extraction | None, several: bool
-) -> RewardComponent:
+def _format_component(reading: Reading, required: str, weight: float) -> RewardComponent:
+    """FORMAT: 0 for a well-formed reply, -1 (a penalty) otherwise - never credit."""
+
+    def failed(detail: str) -> RewardComponent:
+        return RewardComponent("format", RewardKind.FORMAT, -1.0, weight, detail=detail)
+
+    if reading.problem:
+        return failed(reading.problem)
+    if reading.extraction is None or reading.extraction.strategy != required:
+        return failed(f"no answer in the required '{required}' format")
+    if reading.several:
+        return failed("several different final answers")
+    return RewardComponent("format", RewardKind.FORMAT, 0.0, weight, detail="well formed")
+
+
+async def _outcome_component(settings: MathSettings, task: Task, reading: Reading) -> RewardComponent:
     weight = settings.weight("outcome")
+    extraction, several = reading.extraction, reading.several
 
     def scored(correct: bool, detail: str = "") -> RewardComponent:
         return RewardComponent("correct", RewardKind.OUTCOME, float(correct), weight, detail=detail)
 
+    if reading.problem:
+        return scored(False, reading.problem)
     if extraction is None:
         return scored(False, "no final answer found")
     if several and settings.multiple_answers == "reject":
@@ -365,8 +380,7 @@ async def _outcome_component(
     return scored(verdict.correct, f"answer {extraction.answer[:80]!r}")
 
 
-def _steps_component(response: str, weight: float) -> tuple[RewardComponent, list[dict[str, object]]]:
-    report = check_steps(response)
+def _steps_component(report: StepReport, weight: float) -> tuple[RewardComponent, list[dict[str, object]]]:
     if report.score is None:
         return RewardComponent(
             "arithmetic_steps",
@@ -390,23 +404,49 @@ def _steps_component(response: str, weight: float) -> tuple[RewardComponent, lis
 async def grade(
     ctx: EnvContext, settings: MathSettings, task: Task, response: str, strategies: tuple[str, ...]
 ) -> tuple[list[RewardComponent], dict[str, Any]]:
-    """All reward components for one final response, and the details that go into `info`."""
-    extraction = extract_answer(response, strategies)
-    several = len(_distinct_boxed(response)) > 1
+    """All reward components for one final response, and the details that go into `info`.
+
+    Reading the reply runs in a worker thread under the verifier deadline, never on the event loop; it
+    is linear in the reply's length, which `max_response_chars` caps."""
+    try:
+        reading = await asyncio.wait_for(
+            asyncio.to_thread(
+                read_response, response, strategies, settings.max_response_chars, settings.step_checker
+            ),
+            settings.verify_deadline_s,
+        )
+    except TimeoutError:
+        return _unread(settings, task, f"reading the reply took over {settings.verify_deadline_s} s")
+    extraction = reading.extraction
     info: dict[str, Any] = {"task_id": task.id, "answer": extraction.answer[:200] if extraction else None}
-    pending = [_outcome_component(settings, task, extraction, several)]
+    if reading.problem:
+        info["unreadable"] = reading.problem
+    pending = [_outcome_component(settings, task, reading)]
     prm_fn = _prm_function(ctx, settings)
     if prm_fn is not None:
         pending.append(_prm(prm_fn, settings, task, response, info))
     components = [*await asyncio.gather(*pending)]
-    components.insert(1, _format_component(extraction, strategies[0], several, settings.weight("format")))
-    if settings.step_checker:
-        steps_component, info["steps"] = _steps_component(response, settings.weight("process"))
+    components.insert(1, _format_component(reading, strategies[0], settings.weight("format")))
+    if reading.steps is not None:
+        steps_component, info["steps"] = _steps_component(reading.steps, settings.weight("process"))
         components.append(steps_component)
     info["first_wrong_step"] = next(
         (s["index"] for s in info.get("steps", []) if s["score"] is not None and s["score"] < 1), None
     )
     return components, info
+
+
+def _unread(settings: MathSettings, task: Task, why: str) -> tuple[list[RewardComponent], dict[str, Any]]:
+    """The reply could not be read in time (only host load can cause it: reading is linear and capped):
+    nothing was computed, which is not a score of 0."""
+    components = [
+        RewardComponent(name, kind, 0.0, settings.weight(weight), ComponentStatus.TIMEOUT, why)
+        for name, kind, weight in (
+            ("correct", RewardKind.OUTCOME, "outcome"),
+            ("format", RewardKind.FORMAT, "format"),
+        )
+    ]
+    return components, {"task_id": task.id, "answer": None, "unreadable": why}
 
 
 def _prm_function(ctx: EnvContext, settings: MathSettings) -> Callable[..., Any] | None:

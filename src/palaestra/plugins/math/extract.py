@@ -14,6 +14,7 @@ from dataclasses import dataclass
 STRATEGIES = ("boxed", "answer_is", "hashes", "last_number", "choice")
 
 _BOXED_OPENERS = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BRACES = re.compile(r"\\[{}]|[{}]")  # an escaped brace \{ or \} is content, not structure
 _ANSWER_IS = re.compile(
     r"(?:the\s+(?:final\s+)?answer\s+is|final\s+answer\s*(?:is)?\s*:?|^\s*answer\s*:)\s*(.+)",
     re.IGNORECASE | re.MULTILINE,
@@ -35,34 +36,48 @@ class Extraction:
     strategy: str
 
 
+@dataclass(frozen=True)
+class Boxes:
+    """The boxed answers of a text, found in one pass: their contents in order of opening, and whether
+    some \\boxed{ (or \\fbox{) is never closed."""
+
+    contents: tuple[str, ...]
+    unclosed: bool
+    top_level: tuple[str, ...] = ()  # the contents of boxes not inside another box
+
+
+def scan_boxes(text: str) -> Boxes:
+    """Every \\boxed{...} / \\fbox{...} of `text` with nested braces, in time linear in its length."""
+    openers = {m.end() - 1 for m in _BOXED_OPENERS.finditer(text)}  # positions of their "{"
+    if not openers:
+        return Boxes((), False)
+    stack: list[tuple[int, bool]] = []  # (position after "{", is a box)
+    found: list[tuple[int, str, bool]] = []  # (start, content, top level)
+    open_boxes = 0
+    for match in _BRACES.finditer(text):
+        token, position = match.group(), match.start()
+        if token == "{":
+            is_box = position in openers
+            stack.append((position + 1, is_box))
+            open_boxes += is_box
+        elif token == "}" and stack:
+            start, is_box = stack.pop()
+            if is_box:
+                open_boxes -= 1
+                found.append((start, text[start:position].strip(), open_boxes == 0))
+    found.sort()
+    return Boxes(
+        tuple(content for _, content, _ in found),
+        open_boxes > 0,
+        tuple(content for _, content, top in found if top),
+    )
+
+
 def last_boxed(text: str) -> str | None:
     """The content of the last \\boxed{...} (or \\fbox{...}), nested braces included; None if absent or
-    unbalanced."""
-    starts = [m.end() for m in _BOXED_OPENERS.finditer(text)]
-    for start in reversed(starts):
-        content = _balanced_content(text, start)
-        if content is not None:
-            return content.strip()
-    return None
-
-
-def _balanced_content(text: str, start: int) -> str | None:
-    """The text from `start` up to the brace that closes the one just before `start`."""
-    depth = 1
-    i = start
-    while i < len(text):
-        char = text[i]
-        if char == "\\" and i + 1 < len(text) and text[i + 1] in "{}":
-            i += 2  # an escaped brace \{ or \} is content, not structure
-            continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start:i]
-        i += 1
-    return None
+    if some box is left unclosed."""
+    boxes = scan_boxes(text)
+    return boxes.contents[-1] if boxes.contents and not boxes.unclosed else None
 
 
 def _answer_is(text: str) -> str | None:
@@ -115,8 +130,15 @@ def check_strategies(strategies: Sequence[str]) -> tuple[str, ...]:
     return tuple(strategies)
 
 
+class UnclosedBox(ValueError):
+    """The response opens a \\boxed{ that it never closes: a format failure, never a fallback."""
+
+
 def extract_answer(text: str, strategies: Sequence[str]) -> Extraction | None:
-    """The answer found by the first strategy (in the given order) that finds one."""
+    """The answer found by the first strategy (in the given order) that finds one. Raises `UnclosedBox`
+    when a box is left open, so a broken answer is never read from elsewhere (e.g. the last number)."""
+    if scan_boxes(text).unclosed:
+        raise UnclosedBox("a \\boxed{ is never closed")
     for name in strategies:
         answer = _EXTRACTORS[name](text)
         if answer:

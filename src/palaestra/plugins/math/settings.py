@@ -8,9 +8,9 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from palaestra.plugins.math.checker import VerifyOptions
-from palaestra.plugins.math.extract import check_strategies
+from palaestra.plugins.math.extract import STRATEGIES, check_strategies
 from palaestra.plugins.math.prm import AGGREGATES
-from palaestra.plugins.math.tasks import check_split, clamp_difficulty
+from palaestra.plugins.math.tasks import MAX_DIFFICULTY, MIN_DIFFICULTY, check_split, clamp_difficulty
 
 MAX_TOOL_CALLS_LIMIT = 16
 PROMPTS = ("full", "terse")
@@ -23,6 +23,7 @@ class MathSettings:
     percent: str = "either"
     multiple_answers: str = "reject"  # several different boxed answers: "reject" (outcome 0) or "last"
     max_answer_chars: int = 1000
+    max_response_chars: int = 100_000  # longer replies are not read: a format failure, outcome 0
     difficulty: int = 1
     split: str = "train"
     prompt: str = "full"  # "full": the answer format, then the problem; "terse": the bare expression
@@ -102,3 +103,50 @@ def merge(base: MathSettings, *layers: Mapping[str, Any], strict: bool = True) -
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"bad value for math option {name!r}: {exc}") from exc
     return _validate(replace(base, **changes))
+
+
+def _number(description: str, maximum: float) -> dict[str, Any]:
+    return {"type": "number", "exclusiveMinimum": 0, "maximum": maximum, "description": description}
+
+
+def _integer(description: str, minimum: int, maximum: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum, "description": description}
+
+
+def _strings(description: str, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {"type": "string", **({"enum": list(allowed)} if allowed else {})}
+    return {"anyOf": [item, {"type": "array", "items": item, "minItems": 1}], "description": description}
+
+
+# The open (and reset) options of every math environment; the names are the MathSettings fields.
+OPTIONS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "task": {"type": ["integer", "string"], "description": "a task index or id"},
+        "extract": _strings("answer extraction strategies, the first is the required format", STRATEGIES),
+        "percent": {"enum": ["value", "number", "either"], "description": "how 50% reads"},
+        "multiple_answers": {"enum": ["reject", "last"], "description": "several different boxed answers"},
+        "max_answer_chars": _integer("longest answer compared", 1, 100_000),
+        "max_response_chars": _integer("longest reply read", 1, 1_000_000),
+        "difficulty": _integer("generated task difficulty", MIN_DIFFICULTY, MAX_DIFFICULTY),
+        "split": {"type": "string", "minLength": 1, "description": "train or test (generated tasks)"},
+        "prompt": {"enum": list(PROMPTS), "description": "the prompt style"},
+        "tools": {"type": "boolean", "description": "offer the python tool"},
+        "max_tool_calls": _integer("python tool calls allowed", 0, MAX_TOOL_CALLS_LIMIT),
+        "tool_timeout_s": _number("seconds per tool call", 120),
+        "tool_output_chars": _integer("characters of tool output shown", 0, 100_000),
+        "python_argv": _strings("the interpreter command in the sandbox"),
+        "verify_deadline_s": _number("seconds for reading and verifying the answer", 120),
+        "step_checker": {"type": "boolean", "description": "run the arithmetic step checker"},
+        "prm": {"type": "string", "description": "a registered process reward model, or empty"},
+        "prm_aggregate": {"enum": list(AGGREGATES), "description": "how step scores combine"},
+        "prm_timeout_s": _number("seconds for the PRM", 600),
+        "weights": {
+            "type": "object",
+            "properties": {name: {"type": "number"} for name in DEFAULT_WEIGHTS},
+            "additionalProperties": False,
+            "description": f"component weights, of {sorted(DEFAULT_WEIGHTS)}",
+        },
+    },
+    "additionalProperties": False,
+}
