@@ -122,10 +122,36 @@ def test_profiles_from_config() -> None:
         parse_profiles({"profiles": {"python": {"limits": {"ram": 1}}}})
 
 
-async def test_auto_falls_back_to_local_without_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_auto_refuses_weaker_isolation_without_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    manager = SandboxManager.create_default({"pool_size": 0})
+    async with SandboxManager.create_default({"pool_size": 0}) as manager:
+        assert manager.describe()["python"].startswith("unavailable: docker is not usable")
+        assert "allow_weaker_isolation" in manager.isolation("python")
+        with pytest.raises(SandboxError, match="allow_weaker_isolation"):
+            await manager.lease("python", "episode-auto")
+
+
+async def test_auto_falls_back_to_local_only_when_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    manager = SandboxManager.create_default({"pool_size": 0, "allow_weaker_isolation": True})
     async with manager:
         assert manager.describe() == {"python": "local", "cpp": "local"}
+        assert "bubblewrap" in manager.isolation("python") and "weaker" in manager.isolation("python")
         async with await manager.lease("python", "episode-auto") as sandbox:
             assert (await sandbox.exec(["echo", "hi"])).stdout == "hi\n"
+
+
+async def test_local_without_bubblewrap_refuses_unshare_unless_allowed() -> None:
+    from palaestra.sandbox.local import LocalBackend
+
+    strict = LocalBackend({})
+    strict.bwrap = None  # as on a host without bubblewrap
+    ok, why = strict.available()
+    assert not ok and "allow_weaker_isolation" in why
+    lenient = LocalBackend({"allow_weaker_isolation": True})
+    lenient.bwrap = None
+    assert lenient.available() == (True, "") and "unshare" in lenient.describe()
+    manager = SandboxManager({"local": lambda config: strict}, {"backend": "local", "pool_size": 0})
+    async with manager:
+        with pytest.raises(SandboxError, match="bubblewrap"):
+            await manager.lease("python", "episode-no-bwrap")

@@ -1,19 +1,11 @@
-"""Built-in plugin: the `docker` and `local` sandbox backends."""
+"""Built-in plugin: registers the sandbox layer's `docker` and `local` backends through the hook."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from palaestra.hookspecs import hookimpl
-from palaestra.sandbox.api import SandboxBackend
-from palaestra.sandbox.docker_backend import DockerBackend
-from palaestra.sandbox.local import LocalBackend
-
-BUILTIN_BACKENDS: dict[str, Callable[[dict[str, Any]], SandboxBackend]] = {
-    "docker": DockerBackend,
-    "local": LocalBackend,
-}
+from palaestra.sandbox.builtin import BUILTIN_BACKENDS
 
 
 @hookimpl

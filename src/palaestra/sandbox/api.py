@@ -16,6 +16,8 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+HEALTH_CHECK_SECONDS = 30.0
+
 
 class ExecStatus(enum.Enum):
     OK = "ok"  # the program ran to its end (whatever its exit code)
@@ -35,6 +37,7 @@ class Limits:
     output_bytes: int = 1 << 20  # per stream
     file_size_mb: int = 64
     workdir_mb: int = 64
+    workdir_inodes: int = 16384  # files and directories in /workspace (and in /tmp): bounds kernel memory
     cpus: float = 1.0
 
     def with_overrides(self, **changes: float) -> Limits:
@@ -62,6 +65,9 @@ class ExecResult:
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     detail: str = ""
+    cpu_seconds: float = 0.0  # CPU time of everything in the sandbox during the job
+    cpu_wait_seconds: float = 0.0  # time the job's process waited for a CPU (the host's load, not the job)
+    overloaded: bool = False  # a TIMEOUT because the host kept the job off the CPU (see docs/sandboxes.md)
 
     @property
     def ok(self) -> bool:
@@ -103,6 +109,17 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     async def release(self) -> None:
         """Give the sandbox back. Releasing twice is harmless."""
+
+    async def check_health(self) -> str:
+        """ "" when the sandbox works, else why not: a health check a finished job cannot influence.
+
+        Call it between jobs: every process of the last job is gone by then, so what answers is the
+        sandbox layer itself. The default runs a trivial program; it needs `python3` in the sandbox.
+        """
+        result = await self.exec(["python3", "-I", "-S", "-c", "print('ok')"], timeout=HEALTH_CHECK_SECONDS)
+        if result.status is ExecStatus.OK and result.exit_code == 0 and result.stdout == "ok\n":
+            return ""
+        return f"a trivial program ended with {result.status.value} (exit {result.exit_code}) {result.detail}"
 
     async def __aenter__(self) -> Sandbox:
         return self

@@ -209,7 +209,7 @@ class DockerBackend(RunnerBackend):
     def container_options(self, profile: Profile, episode: str) -> dict[str, Any]:
         limits = profile.limits
         # `exec`: compiled programs run from the work dir; uid/gid: the image's dir is root's.
-        tmpfs = f"size={limits.workdir_mb}m,exec"
+        tmpfs = f"size={limits.workdir_mb}m,nr_inodes={limits.workdir_inodes},exec"
         return {
             "image": profile.image,
             "command": ["python3", "-I", "-S", "-c", RUNNER_SOURCE],

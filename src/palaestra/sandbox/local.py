@@ -12,7 +12,8 @@ Isolation, weaker than Docker's (no cgroup memory or CPU limit; the host kernel 
   and everything else in the namespace afterwards.
 
 Without bubblewrap, `unshare` gives user, PID, network and mount namespaces but the whole host file system
-stays visible read-only: weaker still. The manager logs which backend and mechanism each profile uses.
+stays visible read-only: weaker still, so it is used only with ``allow_weaker_isolation = true`` (else the
+backend is unavailable, saying why). The manager logs which backend and mechanism each profile uses.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class LocalBackend(RunnerBackend):
         self.unshare = shutil.which("unshare")
         self.python = str(self.config.get("local_python", PYTHON))
         self.per_sandbox_uid = os.geteuid() == 0
+        self.allow_weaker_isolation = bool(self.config.get("allow_weaker_isolation", False))
         self._uids = _uid_block()
         self.used_uids: set[int] = set()  # for leak checks
         self._counter = itertools.count(1)
@@ -122,6 +124,11 @@ class LocalBackend(RunnerBackend):
     def available(self) -> tuple[bool, str]:
         if not Path(self.python).exists():
             return False, f"{self.python} not found"
+        if self.bwrap is None and not self.allow_weaker_isolation:
+            return False, (
+                "bubblewrap (bwrap) is not installed; `unshare` would leave the host file system visible, "
+                "which needs [sandbox] allow_weaker_isolation = true"
+            )
         if self.bwrap is None and self.unshare is None:
             return False, "neither bwrap nor unshare is installed"
         return True, ""
@@ -182,17 +189,20 @@ class LocalBackend(RunnerBackend):
 
     def _bootstrap_script(self, profile: Profile) -> str:
         """Mount the size-limited tmpfs dirs, then drop every capability and start the runner."""
-        size = profile.limits.workdir_mb
+        size = f"size={profile.limits.workdir_mb}m,nr_inodes={profile.limits.workdir_inodes}"
         return (
-            f"mount -t tmpfs -o size={size}m,mode=0755 tmpfs {WORKDIR} && "
-            f"mount -t tmpfs -o size={size}m,mode=1777 tmpfs /tmp && "
+            f"mount -t tmpfs -o {size},mode=0755 tmpfs {WORKDIR} && "
+            f"mount -t tmpfs -o {size},mode=1777 tmpfs /tmp && "
             "exec setpriv --no-new-privs --inh-caps=-all --bounding-set=-all -- "
             f'{self.python} -I -S -c "$PALAESTRA_RUNNER_SOURCE"'
         )
 
     def _bwrap_argv(self, profile: Profile) -> list[str]:
         assert self.bwrap is not None
-        argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session"]
+        # --as-pid-1: the runner is the namespace's init (no bubblewrap reaper in between), so, as in Docker,
+        # the kernel delivers no signal from inside the sandbox that it does not handle: a job can neither
+        # kill nor stop it (and `kill -1` spares it).
+        argv = [self.bwrap, "--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session"]
         if profile.network:
             argv.append("--share-net")
         argv += ["--ro-bind", "/usr", "/usr"]

@@ -23,6 +23,7 @@ Configuration: the server's ``[sandbox]`` table::
 
     [sandbox]
     backend = "auto"          # auto | docker | local | a plugin's backend name
+    allow_weaker_isolation = false  # may `auto` fall back to local, and local to `unshare`?
     pool_size = 4             # warm sandboxes per profile
     max_concurrent_creations = 4
     reap_interval_seconds = 60
@@ -33,8 +34,12 @@ Configuration: the server's ``[sandbox]`` table::
     backend = "auto"          # overrides the table-wide choice for this profile
     limits = { wall_seconds = 10, memory_mb = 512, pids = 64 }
 
-``auto`` picks Docker when an engine answers and the profile's image exists, else the local backend, and
-logs the choice per profile. Lease failures raise `SandboxError`, an infrastructure failure.
+``auto`` picks Docker when an engine answers and the profile's image exists. Isolation is never weakened
+silently: without Docker, ``auto`` uses the local backend only with ``allow_weaker_isolation = true``
+(``backend = "local"`` chooses it explicitly), and the local backend uses ``unshare`` (the host file system
+visible) instead of bubblewrap only with that flag too. Otherwise the profile is unavailable, with the
+reason, and leases fail with it. `isolation(profile)` says what is in force. Lease failures raise
+`SandboxError`, an infrastructure failure.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from dataclasses import fields
 from typing import Any
 
 from palaestra.sandbox.api import Limits, Profile, Sandbox, SandboxBackend, SandboxError
+from palaestra.sandbox.builtin import BUILTIN_BACKENDS
 from palaestra.sandbox.images import image_for
 from palaestra.sandbox.pool import with_limits
 
@@ -99,6 +105,7 @@ class SandboxManager:
         self.factories = dict(factories)
         self.profiles = parse_profiles(self.config)
         self.default_backend = str(self.config.get("backend", "auto"))
+        self.allow_weaker_isolation = bool(self.config.get("allow_weaker_isolation", False))
         self.backends: dict[str, SandboxBackend] = {}
         self.choice: dict[str, str] = {}  # profile -> backend name
         self.problems: dict[str, str] = {}  # profile -> why it cannot be served
@@ -115,8 +122,6 @@ class SandboxManager:
     @classmethod
     def create_default(cls, config: Mapping[str, Any] | None = None) -> SandboxManager:
         """The built-in backends (docker, local) with the given or default config; no plugins, no server."""
-        from palaestra.plugins.sandboxes import BUILTIN_BACKENDS
-
         return cls(BUILTIN_BACKENDS, config)
 
     @classmethod
@@ -165,6 +170,18 @@ class SandboxManager:
         described = dict(self.choice)
         described.update({p: f"unavailable: {why}" for p, why in self.problems.items()})
         return described
+
+    def isolation(self, profile: str) -> str:
+        """The isolation in force for a profile, in words, e.g. "docker (hardened containers, ...)" or
+        "unavailable: why". Valid once the manager has started."""
+        if profile in self.problems:
+            return f"unavailable: {self.problems[profile]}"
+        if profile not in self.choice:
+            known = profile in self.profiles
+            return "not chosen yet (the manager has not started)" if known else "unknown sandbox profile"
+        backend = self.backends[self.choice[profile]]
+        describe = getattr(backend, "describe", None)
+        return str(describe()) if callable(describe) else backend.name
 
     async def settle(self) -> None:
         """Wait for background clean-up of released sandboxes (for tests and benchmarks)."""
@@ -236,10 +253,20 @@ class SandboxManager:
             if ok and has_image(profile.image):
                 return "docker"
             reasons.append(why or f"image {profile.image} is missing (palaestra sandbox build)")
+        if not self.allow_weaker_isolation:
+            raise SandboxError(
+                "docker is not usable (" + "; ".join(reasons) + "), and falling back to the weaker local "
+                "backend is not allowed: start an engine, or set [sandbox] allow_weaker_isolation = true "
+                '(or backend = "local")'
+            )
         if "local" in self.factories:
             ok, why = self._backend("local").available()
             if ok:
-                log.info("sandbox profile %r: not using docker (%s)", profile.name, "; ".join(reasons))
+                log.warning(
+                    "sandbox profile %r: WEAKER ISOLATION, not using docker (%s); allow_weaker_isolation is set",
+                    profile.name,
+                    "; ".join(reasons),
+                )
                 return "local"
             reasons.append(why)
         raise SandboxError("no sandbox backend available: " + "; ".join(reasons))

@@ -16,7 +16,7 @@ from palaestra.sandbox.runner_client import HandleFactory, RunnerHandle, RunnerS
 log = logging.getLogger("palaestra.sandbox")
 
 # Limits fixed when a sandbox starts; the others are applied per job by the runner.
-START_TIME_LIMITS = ("memory_mb", "pids", "workdir_mb", "cpus")
+START_TIME_LIMITS = ("memory_mb", "pids", "workdir_mb", "workdir_inodes", "cpus")
 
 
 def same_start_limits(a: Limits, b: Limits) -> bool:

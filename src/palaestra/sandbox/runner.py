@@ -59,6 +59,11 @@ MEMORY_MARKERS = (b"MemoryError", b"std::bad_alloc", b"Cannot allocate memory", 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BASE_ENV = {"PATH": DEFAULT_PATH, "HOME": WORKDIR, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 CHUNK = 65536
+STOP_CHECK_SECONDS = 0.25  # how often a running job is checked for being stopped (SIGSTOP)
+# A job that hit its wall-clock limit having used less than this share of it on a CPU, while its process
+# waited on a run queue for more than STARVED_WAIT_SHARE of it, was starved by the host, not slow.
+STARVED_CPU_SHARE = 0.5
+STARVED_WAIT_SHARE = 0.3
 MAX_FD = 1 << 16
 PR_SET_DUMPABLE = 4
 # Signals whose disposition the runner changes: a job's process gets them back at their defaults.
@@ -199,12 +204,50 @@ def which(name, path):
 
 def process_stat(pid):
     """(parent pid, process group) of a process, or None when it is gone."""
+    fields = stat_fields(pid)
+    return None if fields is None else (int(fields[1]), int(fields[2]))
+
+
+def stat_fields(pid):
+    """/proc/PID/stat after the command name (fields[0] is the state), or None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+            return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return int(fields[1]), int(fields[2])
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def namespace_cpu_seconds():
+    """CPU time used by every process in our PID namespace, the dead ones included.
+
+    Each live process counts its own time and that of the children it reaped (utime, stime, cutime,
+    cstime); orphans are reaped by init (us, or bubblewrap's), so nothing a job ran escapes the sum.
+    """
+    total = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = stat_fields(entry)
+            if fields is not None:
+                total += sum(int(x) for x in fields[11:15])
+    return total / CLOCK_TICKS
+
+
+def cpu_wait_seconds(pid):
+    """How long a process waited on a run queue for a CPU (schedstat), or 0 where unknown."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def is_stopped(pid):
+    """Whether a process is stopped by a signal (SIGSTOP and friends) or traced."""
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] in ("T", "t")
 
 
 def readable(sock, timeout):
@@ -807,6 +850,7 @@ def pump(job, deadline, stdin_w, stdin_data, captures, child_exited):
         os.close(stdin_w)
         stdin_w = None
     open_outputs = set(captures)
+    next_stop_check = time.monotonic() + STOP_CHECK_SECONDS
     try:
         while True:
             remaining = deadline - time.monotonic()
@@ -815,7 +859,19 @@ def pump(job, deadline, stdin_w, stdin_data, captures, child_exited):
             outcome = job.exit_status()
             if outcome is not None:
                 return outcome
-            wait_ms = remaining * 1000 if job.exit_fd is not None else min(remaining * 1000, 5)
+            now = time.monotonic()
+            if now >= next_stop_check:
+                next_stop_check = now + STOP_CHECK_SECONDS
+                stopped = is_stopped(job.pid)
+            else:
+                stopped = False
+            if stopped:
+                # Only the job can stop its own process: waiting for the wall-clock limit would let it
+                # hold the sandbox (and a grader) for the whole budget.
+                return ("stopped", None)
+            wait_ms = min(remaining, STOP_CHECK_SECONDS) * 1000
+            if job.exit_fd is None:
+                wait_ms = min(wait_ms, 5)
             for fd, _event in poller.poll(wait_ms):
                 if fd == child_exited:
                     drain_wakeups(child_exited)
@@ -875,10 +931,28 @@ def drain(captures):
         os.close(fd)
 
 
-def classify(outcome, limits, oom_before, stderr):
+def starved(usage):
+    """Whether a job that ran out of wall-clock time was kept off the CPU by the host rather than slow."""
+    cpu, waited, wall = usage
+    return cpu < STARVED_CPU_SHARE * wall and waited > STARVED_WAIT_SHARE * wall
+
+
+def classify(outcome, limits, oom_before, stderr, usage):
     kind, wait_status = outcome
     if kind == "timeout":
-        return "timeout", None, "wall-clock limit of the job reached"
+        cpu, waited, _wall = usage
+        if starved(usage):
+            return (
+                "timeout",
+                None,
+                (
+                    f"host overload: wall-clock limit reached after only {cpu:.2f} s of CPU in the "
+                    f"sandbox while the job waited {waited:.2f} s for a CPU"
+                ),
+            )
+        return "timeout", None, f"wall-clock limit of the job reached ({cpu:.2f} s of CPU used)"
+    if kind == "stopped":
+        return "killed", None, "the job's process was stopped by a signal (SIGSTOP); it was killed"
     if kind == "output_limit":
         return "output_limit", None, f"output exceeded {limits['output_bytes']} bytes"
     if kind == "lost":
@@ -953,6 +1027,7 @@ class Runner:
         stderr_r, stderr_w = os.pipe()
         stdio = (stdin_r, stdout_w, stderr_w)
         oom_before = oom_kills()
+        cpu_before = namespace_cpu_seconds()
         started = time.monotonic()
         job = self.fork_python_job(argv, env, limits, stdio) or start_exec_job(argv, env, limits, stdio)
         for fd in stdio:
@@ -962,6 +1037,8 @@ class Runner:
         deadline = started + float(req["timeout"])
         outcome = pump(job, deadline, stdin_w, stdin_data, captures, self.child_exited)
         wall = time.monotonic() - started
+        cpu = namespace_cpu_seconds() - cpu_before
+        waited = cpu_wait_seconds(job.pid)
         job.stop()
         if SWEEP:
             sweep(job.pid, self.zygote)
@@ -971,7 +1048,7 @@ class Runner:
         stdout, stderr = captures[stdout_r], captures[stderr_r]
         if job.exec_error:
             stderr.add(b"runner: cannot execute %s: %s\n" % (argv[0].encode(), job.exec_error))
-        status, exit_code, detail = classify(outcome, limits, oom_before, stderr.value())
+        status, exit_code, detail = classify(outcome, limits, oom_before, stderr.value(), (cpu, waited, wall))
         return {
             "ok": True,
             "status": status,
@@ -981,6 +1058,9 @@ class Runner:
             "stdout_truncated": stdout.truncated,
             "stderr_truncated": stderr.truncated,
             "wall": wall,
+            "cpu": cpu,
+            "cpu_wait": waited,
+            "overloaded": outcome[0] == "timeout" and starved((cpu, waited, wall)),
             "detail": detail,
             "via": job.via,
         }

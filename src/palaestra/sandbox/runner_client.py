@@ -287,4 +287,7 @@ def _result_from_reply(reply: Mapping[str, Any]) -> ExecResult:
         stdout_truncated=bool(reply["stdout_truncated"]),
         stderr_truncated=bool(reply["stderr_truncated"]),
         detail=reply.get("detail", ""),
+        cpu_seconds=float(reply.get("cpu", 0.0)),
+        cpu_wait_seconds=float(reply.get("cpu_wait", 0.0)),
+        overloaded=bool(reply.get("overloaded", False)),
     )

@@ -4,6 +4,12 @@ Order matters for integrity: the submission is written and compiled BEFORE any t
 sandbox (a C++ `#include "../tests.json"` would otherwise embed hidden data into the binary). The test
 data then goes into a fresh randomly named directory together with the supervisor, which loads it,
 deletes it and only then starts the submission (see supervisor.py).
+
+Whose failure (docs/sandboxes.md, "Threat model"): whatever goes wrong while a submission runs is the
+submission's failure, with its reason, unless a check the submission cannot influence fails: the sandbox
+layer cannot reach or replace the sandbox (`SANDBOX_ERROR`), the sandbox fails a health check run after
+every process of the submission is gone (`Sandbox.check_health`), or the kernel's counters show the host
+starved the grading of CPU (`overload`). Only those raise `InfraError`.
 """
 
 from __future__ import annotations
@@ -77,7 +83,7 @@ class GradeReport:
 @dataclass(frozen=True)
 class GraderSettings:
     python: str = "python3"  # interpreter for the supervisor (and `{python}` in run commands)
-    wall_factor: float = 3.0  # wall deadline = time limit * factor + 1 s (CPU time is the real limit)
+    wall_factor: float = 5.0  # wall backstop = time limit * factor + 1 s (CPU time is the real limit)
     report_chars: int = 400  # per reported field
     output_limit: int = 8 << 20  # bytes a test's program may write
 
@@ -95,12 +101,30 @@ async def _write(sandbox: Sandbox, path: str, data: str) -> None:
         raise InfraError("sandbox", f"writing {path}: {exc}") from exc
 
 
-async def run_checked(sandbox: Sandbox, argv: list[str], what: str, **kwargs: Any) -> ExecResult:
+async def run_checked(
+    sandbox: Sandbox, argv: list[str], what: str, *, backstop: bool = False, **kwargs: Any
+) -> ExecResult:
+    """Run a job; a sandbox failure is an `InfraError`. With `backstop` (the wall-clock limit is only a
+    backstop behind a CPU limit), a time-out because the host starved the job is one too."""
     try:
         result = await sandbox.exec(argv, **kwargs)
     except SandboxError as exc:
         raise InfraError("sandbox", f"{what}: {exc}") from exc
+    if backstop and result.status is ExecStatus.TIMEOUT and result.overloaded:
+        raise InfraError("host", f"{what}: {result.detail}")
     return _check_exec(result, what)
+
+
+async def attribute(sandbox: Sandbox, problems: Sequence[str]) -> None:
+    """Raise `InfraError` if the grading problems come with a failed health check; else they are the job's."""
+    if not problems:
+        return
+    try:
+        unhealthy = await sandbox.check_health()
+    except SandboxError as exc:
+        unhealthy = str(exc)
+    if unhealthy:
+        raise InfraError("sandbox", f"{problems[0]}; and the sandbox failed its health check: {unhealthy}")
 
 
 class Grader:
@@ -119,16 +143,18 @@ class Grader:
         """(compiled, compiler output). A compile error is the submission's outcome, not a failure."""
         if not self.language.compiled:
             return True, ""
+        seconds = self.language.compile_seconds
         limits = sandbox.profile.limits.with_overrides(
-            wall_seconds=self.language.compile_seconds,
-            cpu_seconds=self.language.compile_seconds,
+            wall_seconds=seconds * self.settings.wall_factor,
+            cpu_seconds=seconds,
             memory_mb=self.language.compile_memory_mb,
         )
         result = await run_checked(
             sandbox,
             fill(self.language.compile_argv, directory),
             "compiling",
-            timeout=self.language.compile_seconds,
+            backstop=True,
+            timeout=seconds * self.settings.wall_factor,
             limits=limits,
         )
         if result.status is ExecStatus.OK and result.exit_code in (126, 127):
@@ -198,9 +224,10 @@ class Grader:
         )
         argv = [self.settings.python, "-I", f"{grade_dir}/supervisor.py", grade_dir]
         result = await run_checked(
-            sandbox, argv, "grading", stdin=nonce + "\n", timeout=budget, limits=limits
+            sandbox, argv, "grading", backstop=True, stdin=nonce + "\n", timeout=budget, limits=limits
         )
-        report = parse_results(result, nonce, tests)
+        report, problems = parse_results(result, nonce, tests)
+        await attribute(sandbox, problems)
         report.compile_output = compile_output
         return report
 
@@ -217,26 +244,39 @@ def _test_record(test: Test) -> dict[str, Any]:
     }
 
 
-def parse_results(result: ExecResult, nonce: str, tests: Sequence[Test]) -> GradeReport:
-    """Read the nonce-tagged lines; tests without a line did not pass."""
+def parse_results(result: ExecResult, nonce: str, tests: Sequence[Test]) -> tuple[GradeReport, list[str]]:
+    """Read the nonce-tagged lines; tests without a line did not pass.
+
+    Returns the report and the grading's problems (the supervisor did not start, the harness failed on a
+    test): those are the submission's failures unless the sandbox then fails its health check
+    (`attribute`). A test the supervisor found starved by the host raises `InfraError` here.
+    """
     tag = nonce + "\t"
     lines = [line[len(tag) :] for line in result.stdout.splitlines() if line.startswith(tag)]
+    problems: list[str] = []
     if not lines or lines[0] != "START":
-        raise InfraError(
-            "grader",
-            f"the grading supervisor did not start (status {result.status.value}, exit {result.exit_code}): "
-            f"{result.stderr[-800:]}",
+        why = (
+            f"the grading supervisor did not start (status {result.status.value}, exit {result.exit_code}"
+            f"{', ' + result.detail if result.detail else ''}): {result.stderr[-800:]}"
         )
+        outcomes = [TestOutcome(t.name, NOT_RUN, why) for t in tests]
+        return GradeReport(outcomes), [why]
     by_index: dict[int, dict[str, Any]] = {}
     for line in lines[1:]:
         if line == "END":
             continue
         record = json.loads(line)
+        if record.get("status") == "overload":
+            raise InfraError("host", f"grading test {record.get('index')}: {record.get('message', '')}")
         if record.get("status") == "harness_error":
-            raise InfraError("grader", f"the grading harness failed: {record.get('message', '')}")
+            why = f"the grading harness failed on a test: {record.get('message', '')}"
+            problems.append(why)
+            record = {**record, "status": "error", "message": why}
         by_index[int(record["index"])] = record
     if result.status is ExecStatus.TIMEOUT:
-        missing = "the grading run hit its overall time limit before this test"
+        missing = f"the grading run hit its overall time limit before this test ({result.detail})"
+    elif result.status is ExecStatus.KILLED:
+        missing = f"the grading run was cut short before this test: {result.detail}"
     else:
         missing = "the grading run ended before this test (the submission may have killed the grader)"
     outcomes = []
@@ -257,4 +297,4 @@ def parse_results(result: ExecResult, nonce: str, tests: Sequence[Test]) -> Grad
                 seconds=float(record.get("seconds", 0.0)),
             )
         )
-    return GradeReport(outcomes)
+    return GradeReport(outcomes), problems

@@ -7,7 +7,15 @@ Why it is shaped like this (the submission is hostile and shares the sandbox wit
   this process makes itself non-dumpable so that same-user processes cannot read /proc/<pid>/mem, environ
   or fds.
 * Each test runs the submission in its own child process, in a fresh scratch directory, with rlimits
-  (CPU, address space, file size) and a wall deadline; its whole process group is killed afterwards.
+  (CPU, address space, file size). CPU time is the limit; the wall clock is only a generous backstop, and
+  when it fires while the sandbox got less CPU than the limit and the program waited for a CPU, the test is
+  reported as `overload` (the host's doing), never as the submission's timeout.
+* Between tests the sandbox is brought back to what it held before the first one: every other process in
+  the sandbox's PID namespace is killed (processes that left the test's session with `setsid` included)
+  and everything written into the work dir or /tmp is removed, so each test has the whole pid, size and
+  inode allowance of the sandbox, whatever the previous one did.
+* The test's stdin, stdout and stderr are anonymous files (memfd): the submission cannot replace them (with
+  a FIFO, say) or fill the work dir through them, and this process never opens a path it chose.
 * Function tests run their assertions HERE, in the trusted process. The child only imports the submission
   and answers calls; arguments and return values cross a pipe as plain data (numbers, strings, lists,
   tuples, dicts, sets, bytes), so a submission cannot return an object whose `__eq__` always says yes,
@@ -27,8 +35,8 @@ import math
 import os
 import resource
 import select
-import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -187,13 +195,166 @@ def wait_until(proc: subprocess.Popen[bytes], deadline: float) -> bool:
         return False
 
 
-def read_tail(path: str, limit: int) -> str:
+def anonymous_file(data: bytes = b"") -> int:
+    """A file descriptor of a file without a name, holding `data`, positioned at its start."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
+        fd = os.memfd_create("palaestra-test", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):  # no memfd: an unlinked temporary file is as unreachable
+        with tempfile.TemporaryFile() as handle:
+            fd = os.dup(handle.fileno())
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def read_fd(fd: int, limit: int) -> str:
+    """The first `limit` + 1 bytes of a file we hold open (never reopened by a name)."""
+    try:
+        data = os.pread(fd, limit + 1, 0)
     except OSError:
         return ""
     return data.decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------- time: CPU is the limit, wall a backstop
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+STARVED_WAIT_SHARE = 0.3  # of the backstop's wall time spent waiting for a CPU
+
+
+def stat_fields(pid: int | str) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def sandbox_cpu_seconds() -> float:
+    """CPU time of every process in the sandbox's PID namespace, including reaped ones (cutime, cstime)."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = stat_fields(entry)
+            if fields is not None:
+                ticks += sum(int(x) for x in fields[11:15])
+    return ticks / CLOCK_TICKS
+
+
+def cpu_wait_seconds(pid: int) -> float:
+    """How long a process has waited on a run queue for a CPU (0 where the kernel does not say)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as handle:
+            return int(handle.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def backstop_fired(pid: int, started: float, cpu_before: float, cpu_limit: float) -> tuple[str, str]:
+    """The outcome of a test whose wall-clock backstop fired (call before killing the process).
+
+    Everything the submission runs is in the sandbox, so if the sandbox as a whole used less CPU than the
+    test's limit while the program waited for a CPU, the host starved it: `overload`, not the program's
+    timeout. A program that sleeps, blocks or stops itself waits for no CPU: its own timeout.
+    """
+    wall = time.monotonic() - started
+    cpu = sandbox_cpu_seconds() - cpu_before
+    waited = cpu_wait_seconds(pid)
+    if cpu < cpu_limit and waited > STARVED_WAIT_SHARE * wall:
+        return "overload", (
+            f"host overload: the wall-clock backstop ({wall:.1f} s) fired after {cpu:.2f} s of CPU (limit "
+            f"{cpu_limit:g} s) while the program waited {waited:.2f} s for a CPU"
+        )
+    return "timeout", f"time limit exceeded (wall-clock backstop after {wall:.1f} s, {cpu:.2f} s of CPU used)"
+
+
+# ---------------------------------------------------------------- the sandbox between tests
+
+
+def kill_other_processes(bound: float = 5.0) -> None:
+    """Kill every process of the sandbox the submission may have started, and wait until they are gone.
+
+    Those are all processes that started after this one (whatever session or group they moved to, e.g.
+    daemons that called `setsid`): the runner, its fork server and our ancestors are older and are spared.
+    The runner (the PID namespace's init) reaps the orphans.
+    """
+    me = os.getpid()
+    born = start_time(me)
+    deadline = time.monotonic() + bound
+    while True:
+        others = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != me and start_time(int(entry)) >= born:
+                others.append(int(entry))
+                with contextlib.suppress(OSError):
+                    os.kill(int(entry), signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        if not others:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(others)} processes of the submission did not die")
+        time.sleep(0.002)
+
+
+def start_time(pid: int) -> int:
+    """When a process started (clock ticks since boot); -1 when it is gone."""
+    fields = stat_fields(pid)
+    return -1 if fields is None else int(fields[19])
+
+
+class Workspace:
+    """The writable directories as they were before the first test; `restore` brings them back."""
+
+    def __init__(self, roots: list[str]) -> None:
+        self.roots = [r for r in roots if os.path.isdir(r)]
+        self.known: dict[str, tuple[int, int, int]] = {}  # path -> (inode, mode, size)
+        for root in self.roots:
+            for directory, subdirs, files in os.walk(root):
+                for name in [directory, *(os.path.join(directory, n) for n in subdirs + files)]:
+                    st = os.lstat(name)
+                    self.known[name] = (st.st_ino, st.st_mode, st.st_size)
+
+    def restore(self) -> None:
+        """Remove what is new (by path and inode), truncate what grew, give directories their mode back."""
+        pending = list(self.roots)
+        while pending:
+            directory = pending.pop()
+            os.chmod(directory, stat.S_IMODE(self.known[directory][1]) | stat.S_IRWXU)
+            for entry in os.scandir(directory):
+                st = entry.stat(follow_symlinks=False)
+                known = self.known.get(entry.path)
+                if known is None or known[0] != st.st_ino or stat.S_IFMT(known[1]) != stat.S_IFMT(st.st_mode):
+                    remove_tree(entry.path)
+                elif stat.S_ISDIR(st.st_mode):
+                    pending.append(entry.path)
+                elif stat.S_ISREG(st.st_mode) and st.st_size > known[2]:
+                    os.truncate(entry.path, known[2])
+
+
+def remove_tree(path: str) -> None:
+    """Remove a file or a directory tree the submission made (any mode; iterative, so any depth)."""
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        os.unlink(path)
+        return
+    stack = [path]
+    while stack:
+        top = stack[-1]
+        os.chmod(top, stat.S_IRWXU)
+        subdirs = []
+        for entry in os.scandir(top):
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.path)
+            else:
+                os.unlink(entry.path)
+        if subdirs:
+            stack += subdirs
+        else:
+            os.rmdir(top)
+            stack.pop()
 
 
 def died_status(returncode: int | None, stderr: str) -> tuple[str, str]:
@@ -216,23 +377,28 @@ class Child:
     """One submission process answering calls over a pipe."""
 
     def __init__(self, spec: dict[str, Any], scratch: str) -> None:
-        self.deadline = time.monotonic() + spec["wall_seconds"]
-        self.stderr_path = os.path.join(scratch, "stderr.txt")
+        self.started = time.monotonic()
+        self.cpu_before = sandbox_cpu_seconds()
+        self.cpu_limit = float(spec["time_limit"])
+        self.deadline = self.started + spec["wall_seconds"]
+        self.stdout_fd = anonymous_file()
+        self.stderr_fd = anonymous_file()
         req_r, self.req_w = os.pipe()
         self.rep_r, rep_w = os.pipe()
-        with open(os.path.join(scratch, "stdout.txt"), "wb") as out, open(self.stderr_path, "wb") as err:
+        try:
             self.proc = subprocess.Popen(
                 [spec["python"], "-I", "-c", CHILD_SOURCE, str(req_r), str(rep_w), spec["module_path"]],
                 cwd=scratch,
                 stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
+                stdout=self.stdout_fd,
+                stderr=self.stderr_fd,
                 pass_fds=(req_r, rep_w),
                 start_new_session=True,
                 preexec_fn=child_limits(spec["time_limit"], spec["memory_mb"], spec["output_limit"]),
             )
-        os.close(req_r)
-        os.close(rep_w)
+        finally:
+            os.close(req_r)
+            os.close(rep_w)
         self.buffer = b""
         self.failure: SubmissionFailure | None = None
         self.names: list[str] = []
@@ -243,7 +409,7 @@ class Child:
 
     def _died(self) -> SubmissionFailure:
         wait_until(self.proc, time.monotonic() + 1.0)
-        stderr = read_tail(self.stderr_path, 4000)
+        stderr = self.stderr(4000)
         status, why = died_status(self.proc.poll(), stderr)
         return self._fail(status, f"{why}\n{stderr[-1500:]}".strip())
 
@@ -251,7 +417,9 @@ class Child:
         while b"\n" not in self.buffer:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
-                raise self._fail("timeout", "time limit exceeded")
+                raise self._fail(
+                    *backstop_fired(self.proc.pid, self.started, self.cpu_before, self.cpu_limit)
+                )
             ready, _, _ = select.select([self.rep_r], [], [], remaining)
             if not ready:
                 continue
@@ -295,11 +463,14 @@ class Child:
                 raise self._fail("error", "the submission returned a malformed value") from None
         raise rebuild_exception(reply)
 
+    def stderr(self, limit: int) -> str:
+        return read_fd(self.stderr_fd, limit)
+
     def close(self) -> None:
-        for fd in (self.req_w, self.rep_r):
+        kill_group(self.proc)
+        for fd in (self.req_w, self.rep_r, self.stdout_fd, self.stderr_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        kill_group(self.proc)
 
 
 def rebuild_exception(reply: dict[str, Any]) -> BaseException:
@@ -434,7 +605,7 @@ def run_function_test(spec: dict[str, Any], test: dict[str, Any], scratch: str) 
             raise child.failure
         return {"status": "pass"}
     except SubmissionFailure as failure:
-        stderr = read_tail(child.stderr_path, limit)
+        stderr = child.stderr(limit)
         return {
             "status": failure.status,
             "message": shorten(failure.message, limit),
@@ -443,7 +614,7 @@ def run_function_test(spec: dict[str, Any], test: dict[str, Any], scratch: str) 
     except AssertionError as exc:
         return {"status": "fail", "message": shorten(str(exc) or "assertion failed", limit)}
     except Exception as exc:
-        stderr = read_tail(child.stderr_path, limit)
+        stderr = child.stderr(limit)
         message = shorten(f"{type(exc).__name__}: {exc}", limit)
         return {"status": "error", "message": message, "stderr": stderr[-limit:]}
     finally:
@@ -472,37 +643,48 @@ def outputs_match(expected: str, got: str, checker: str, tolerance: float) -> bo
 
 
 def run_stdio_test(spec: dict[str, Any], test: dict[str, Any], scratch: str) -> dict[str, Any]:
-    limit = spec["report_chars"]
     time_limit = test.get("time_limit") or spec["time_limit"]
     memory_mb = test.get("memory_mb") or spec["memory_mb"]
-    paths = {name: os.path.join(scratch, name) for name in ("input.txt", "stdout.txt", "stderr.txt")}
-    with open(paths["input.txt"], "w", encoding="utf-8") as handle:
-        handle.write(test["input"])
+    stdio = [anonymous_file(test["input"].encode("utf-8")), anonymous_file(), anonymous_file()]
+    try:
+        return stdio_test_with(spec, test, scratch, time_limit, memory_mb, stdio)
+    finally:
+        for fd in stdio:
+            os.close(fd)
+
+
+def stdio_test_with(
+    spec: dict[str, Any],
+    test: dict[str, Any],
+    scratch: str,
+    time_limit: float,
+    memory_mb: int,
+    stdio: list[int],
+) -> dict[str, Any]:
+    limit = spec["report_chars"]
+    cpu_before = sandbox_cpu_seconds()
     started = time.monotonic()
-    with (
-        open(paths["input.txt"], "rb") as stdin,
-        open(paths["stdout.txt"], "wb") as out,
-        open(paths["stderr.txt"], "wb") as err,
-    ):
-        proc = subprocess.Popen(
-            spec["run_argv"],
-            cwd=scratch,
-            stdin=stdin,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-            preexec_fn=child_limits(time_limit, memory_mb, spec["output_limit"]),
-        )
+    proc = subprocess.Popen(
+        spec["run_argv"],
+        cwd=scratch,
+        stdin=stdio[0],
+        stdout=stdio[1],
+        stderr=stdio[2],
+        start_new_session=True,
+        preexec_fn=child_limits(time_limit, memory_mb, spec["output_limit"]),
+    )
     finished = wait_until(proc, started + time_limit * spec["wall_factor"] + 1.0)
+    if not finished:
+        status, message = backstop_fired(proc.pid, started, cpu_before, time_limit)
     kill_group(proc)
     seconds = round(time.monotonic() - started, 4)
-    stderr = read_tail(paths["stderr.txt"], 4000)
+    stderr = read_fd(stdio[2], 4000)
     if not finished:
-        return {"status": "timeout", "message": "time limit exceeded (wall)", "seconds": seconds}
+        return {"status": status, "message": message, "seconds": seconds}
     if proc.returncode != 0:
         status, why = died_status(proc.returncode, stderr)
         return {"status": status, "message": why, "stderr": stderr[-limit:], "seconds": seconds}
-    got = read_tail(paths["stdout.txt"], spec["output_limit"])
+    got = read_fd(stdio[1], spec["output_limit"])
     if outputs_match(test["output"], got, spec["checker"], spec["float_tolerance"]):
         return {"status": "pass", "seconds": seconds}
     return {
@@ -542,19 +724,25 @@ def main() -> int:
     spec["run_argv"] = [
         part.replace("{dir}", submission_dir).replace("{python}", sys.executable) for part in spec["run_argv"]
     ]
+    workspace = Workspace([os.getcwd(), tempfile.gettempdir()])
     print(f"{nonce}\tSTART", flush=True)
     runner = run_function_test if spec["style"] == "function" else run_stdio_test
     for index, test in enumerate(spec["tests"]):
-        scratch = tempfile.mkdtemp(prefix=f"t{index}-", dir=grade_dir)
         started = time.monotonic()
         try:
+            # Before every test: nothing of the last one runs, and the sandbox holds what it held at first.
+            kill_other_processes()
+            workspace.restore()
+            scratch = tempfile.mkdtemp(prefix=f"t{index}-", dir=grade_dir)
             result = runner(spec, test, scratch)
-        except Exception as exc:  # the harness itself failed on this test: say so, do not guess
+        except Exception as exc:  # the harness failed on this test: the grader decides whose failure it is
             result = {"status": "harness_error", "message": f"{type(exc).__name__}: {exc}"}
         result.setdefault("seconds", round(time.monotonic() - started, 4))
         result["index"] = index
         print(f"{nonce}\t{json.dumps(result)}", flush=True)
-        shutil.rmtree(scratch, ignore_errors=True)
+    with contextlib.suppress(Exception):  # leave the sandbox as the tests found it
+        kill_other_processes()
+        workspace.restore()
     print(f"{nonce}\tEND", flush=True)
     return 0
 
