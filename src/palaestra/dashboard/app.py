@@ -34,7 +34,7 @@ log = logging.getLogger("palaestra.dashboard")
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "palaestra_session"
-PUBLIC_PATHS = {"/login", "/static/style.css", "/static/login.js", "/favicon.ico", "/healthz"}
+PUBLIC_PATHS = {"/static/style.css"}  # besides /login, /healthz and /favicon.ico
 Render = Callable[[t.Observation], "str | None"]
 PLAY_RUN_MODEL = "human"  # the `model` of the run the play page tags its episodes with
 
@@ -149,8 +149,10 @@ class Dashboard:
             return Response(200, b"ok")
         if path == "/login":
             return await self._login(request)
+        if path == "/favicon.ico":
+            return Response(204)
         if path in PUBLIC_PATHS:
-            return _static(path.removeprefix("/static/")) if path.startswith("/static/") else Response(404)
+            return _static(path.removeprefix("/static/"))
         who = self._authenticate(request)
         if who is None:
             if path.startswith("/api/"):
