@@ -79,6 +79,18 @@ async def test_wrong_python_submission(manager: SandboxManager, config: dict) ->
     assert final.info["hidden_statuses"] == ["fail", "pass", "error", "pass"]
 
 
+async def test_a_null_submission_earns_nothing(manager: SandboxManager, config: dict) -> None:
+    """A program that does nothing is well formed, compiles, is fast and clean: none of that is credit."""
+    *_, final = await play(
+        make_env("code/python", manager, config, task="add"), fenced("def add(a, b):\n    pass\n")
+    )
+    assert not any(checklist(final).values()), [(i.item_id, i.reason) for i in final.checklist]
+    reason = next(i.reason for i in final.checklist if i.item_id == "compiles")
+    assert "passed no test" in reason
+    assert final.scalar_reward == 0.0
+    assert components(final)["checklist"] == 0.0
+
+
 async def test_slow_python_submission_times_out(manager: SandboxManager, config: dict) -> None:
     slow = fenced("def add(a, b):\n    while True:\n        pass\n")
     *_, final = await play(make_env("code/python", manager, config, task="add"), slow)

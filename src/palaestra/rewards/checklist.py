@@ -205,6 +205,7 @@ class ChecklistRun:
         self.stop_on_required = stop_on_required
         self.verdicts: dict[str, Verdict] = {}  # items decided for good
         self._last_not_run: dict[str, Verdict] = {}  # open items whose judge could not run yet
+        self._last_failed: dict[str, Verdict] = {}  # open items' latest failing verdicts, with reasons
 
     @property
     def passed_ids(self) -> set[str]:
@@ -252,6 +253,7 @@ class ChecklistRun:
                     progressed = True
                 else:
                     self._last_not_run.pop(item.id, None)
+                    self._last_failed[item.id] = verdict
 
     def _close_turn(self, turn: int, out: ChecklistStep) -> None:
         for item in self._open(turn):
@@ -272,6 +274,8 @@ class ChecklistRun:
                 return Verdict.not_run(f"depends on {dep!r}, which could not be judged")
             if dep_verdict is None or not dep_verdict.passed:
                 return Verdict(ComponentStatus.OK, False, f"depends on {dep!r}, which did not pass")
+        if item.id in self._last_failed:
+            return self._last_failed[item.id]
         return Verdict(ComponentStatus.OK, False, "not satisfied by the end of the turn")
 
     def _open(self, turn: int) -> list[ChecklistItem]:
@@ -361,6 +365,19 @@ class StatePredicate(Judge):
                 ComponentStatus.OK, True, f"state: {self.description}", [Evidence(ctx.turn, ctx.step, "")]
             )
         return Verdict(ComponentStatus.OK, False, f"state does not satisfy: {self.description}")
+
+
+class FactCheck(Judge):
+    """Passes when `check(ctx.state)` says so; the check gives its own reason either way (for items
+    decided from facts an environment gathered, e.g. a code submission's test reports)."""
+
+    def __init__(self, check: Callable[[Any], tuple[bool, str]]) -> None:
+        self.check = check
+
+    async def judge(self, item: ChecklistItem, ctx: JudgeContext) -> Verdict:
+        passed, reason = self.check(ctx.state)
+        evidence = [Evidence(ctx.turn, ctx.step, "")] if passed else []
+        return Verdict(ComponentStatus.OK, passed, reason, evidence)
 
 
 def normalize_text(text: str) -> str:

@@ -46,7 +46,10 @@ REWARD_SPECS = (
         "format.code_block", RewardKind.FORMAT, "0 with a code block, -1 when none was found", -1.0, 0.0
     ),
     RewardComponentSpec(
-        "checklist.*", RewardKind.CHECKLIST, "one per checklist item (1/0), with its reason", 0.0, 1.0
+        "checklist", RewardKind.CHECKLIST, "weight of the checklist items passed (they sum to 1)", 0.0, 1.0
+    ),
+    RewardComponentSpec(
+        "checklist_not_run", RewardKind.CHECKLIST, "items whose check could not run (never counted)", 0.0, 0.0
     ),
 )
 

@@ -22,10 +22,9 @@ from palaestra.plugins.code.languages import Language, fill
 from palaestra.plugins.code.rewards import (
     FinalFacts,
     RewardConfig,
-    checklist_components,
-    checklist_items,
     format_component,
     gated_process_component,
+    judge_checklist,
     outcome_components,
     process_component,
 )
@@ -237,8 +236,9 @@ class CodeEnv(AsyncEnv):
             hidden=hidden,
             forbidden=violations(code, self.language.name, self.forbidden) if code is not None else [],
         )
-        items = checklist_items(facts, turn=self.steps, config=self.rewards)
-        components += checklist_components(items, self.rewards)
+        judged = await judge_checklist(facts, self.steps, self.rewards)
+        components += judged.components(self.rewards.checklist_weight)
+        items = judged.results
         summary = feedback.final_summary(lead, public, hidden)
         info = feedback.final_info(public, hidden, self.deltas)
         return AgentResult(

@@ -1,18 +1,30 @@
 """Reward components of a code episode: outcome, process, checklist and format.
 
+The checklist is the shared one (`palaestra.rewards.checklist`): six items decided from the final
+facts by `FactCheck` judges, reported as one CHECKLIST component (`checklist`, the weight of the items
+that passed, scaled by `checklist_weight`).
+
 Every reward is a `RewardComponent`; the scalar is their weighted sum (the server computes it). Weights
 come from `[plugins.code.rewards]`; a weight of 0 keeps a component as a reported metric only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from palaestra.plugins.code.extract import Extraction
 from palaestra.plugins.code.grader import GradeReport
-from palaestra.types import ChecklistItemResult, RewardComponent, RewardKind
+from palaestra.rewards.checklist import (
+    ChecklistItem,
+    ChecklistRun,
+    ChecklistStep,
+    FactCheck,
+    JudgeContext,
+    normalized,
+)
+from palaestra.types import RewardComponent, RewardKind
 
 DEFAULT_CHECKLIST_WEIGHTS: dict[str, float] = {
     "code_extracted": 0.1,
@@ -119,12 +131,6 @@ def gated_process_component(
     return RewardComponent("process.gated", RewardKind.PROCESS, value, config.process_weight, detail=detail)
 
 
-def _item(item_id: str, passed: bool, reason: str, turn: int, config: RewardConfig) -> ChecklistItemResult:
-    return ChecklistItemResult(
-        item_id=item_id, turn=turn, passed=passed, weight=config.checklist.get(item_id, 0.0), reason=reason
-    )
-
-
 def _report_reason(report: GradeReport | None, which: str) -> tuple[bool, str]:
     if report is None:
         return False, f"no program to run the {which} tests against"
@@ -136,46 +142,67 @@ def _report_reason(report: GradeReport | None, which: str) -> tuple[bool, str]:
     return False, f"{report.passed}/{report.total} {which} tests passed; failing: {', '.join(failing[:8])}"
 
 
-def checklist_items(facts: FinalFacts, turn: int, config: RewardConfig) -> list[ChecklistItemResult]:
+def _extracted(facts: FinalFacts) -> tuple[bool, str]:
     found = facts.extraction is not None and facts.extraction.found
-    extracted_reason = facts.extraction.reason if facts.extraction else "nothing was submitted"
-    compiled, compile_reason = _compiles(facts)
-    public_ok, public_reason = _report_reason(facts.public, "public")
-    hidden_ok, hidden_reason = _report_reason(facts.hidden, "hidden")
+    return found, facts.extraction.reason if facts.extraction else "nothing was submitted"
+
+
+def _in_time(facts: FinalFacts) -> tuple[bool, str]:
     reports = [r for r in (facts.public, facts.hidden) if r is not None and r.compiled]
     slow = [name for r in reports for name in r.timed_out]
-    in_time = bool(reports) and not slow
-    time_reason = (
-        f"time limit exceeded in: {', '.join(slow[:8])}" if slow
-        else ("every test finished within its time limit" if reports else "nothing ran")
-    )  # fmt: skip
-    clean = facts.code is not None and not facts.forbidden
+    if slow:
+        return False, f"time limit exceeded in: {', '.join(slow[:8])}"
+    return bool(reports), "every test finished within its time limit" if reports else "nothing ran"
+
+
+def _clean(facts: FinalFacts) -> tuple[bool, str]:
     if facts.code is None:
-        forbidden_reason = "no code"
-    elif facts.forbidden:
-        forbidden_reason = f"forbidden: {', '.join(facts.forbidden)}"
-    else:
-        forbidden_reason = "no forbidden imports or calls"
-    items = [
-        _item("code_extracted", found, extracted_reason, turn, config),
-        _item("compiles", compiled, compile_reason, turn, config),
-        _item("public_tests_pass", public_ok, public_reason, turn, config),
-        _item("hidden_tests_pass", hidden_ok, hidden_reason, turn, config),
-        _item("within_time_limit", in_time, time_reason, turn, config),
-        _item("no_forbidden_calls", clean, forbidden_reason, turn, config),
-    ]
-    if not _passed_any(facts):
-        # A null submission (e.g. `pass`) is well formed, compiles, is fast and clean: the hygiene items
-        # are prerequisites, credited only for a program that passes at least one test.
-        for item in items:
-            if item.passed and item.item_id in HYGIENE_ITEMS:
-                item.passed = False
-                item.reason = f"{item.reason}; not credited: the program passed no test"
-    return items
+        return False, "no code"
+    if facts.forbidden:
+        return False, f"forbidden: {', '.join(facts.forbidden)}"
+    return True, "no forbidden imports or calls"
 
 
-# Items a program that does nothing would pass; they count only when it passes some test.
+def _prerequisite(
+    check: Callable[[FinalFacts], tuple[bool, str]],
+) -> Callable[[FinalFacts], tuple[bool, str]]:
+    """A hygiene item a program that does nothing (e.g. `pass`) would pass: well formed, compiles, fast,
+    clean. It is a prerequisite, credited only for a program that passes at least one test."""
+
+    def judged(facts: FinalFacts) -> tuple[bool, str]:
+        passed, reason = check(facts)
+        if passed and not _passed_any(facts):
+            return False, f"{reason}; not credited: the program passed no test"
+        return passed, reason
+
+    return judged
+
+
+Check = Callable[[FinalFacts], tuple[bool, str]]
+_CHECKS: dict[str, tuple[str, Check]] = {
+    "code_extracted": ("a program was found in the reply", _prerequisite(_extracted)),
+    "compiles": ("the program compiles (parses)", _prerequisite(lambda f: _compiles(f))),
+    "public_tests_pass": ("every public test passes", lambda f: _report_reason(f.public, "public")),
+    "hidden_tests_pass": ("every hidden test passes", lambda f: _report_reason(f.hidden, "hidden")),
+    "within_time_limit": ("every test finishes within its time limit", _prerequisite(_in_time)),
+    "no_forbidden_calls": ("no forbidden imports or calls", _prerequisite(_clean)),
+}
 HYGIENE_ITEMS = ("code_extracted", "compiles", "within_time_limit", "no_forbidden_calls")
+
+
+def checklist(config: RewardConfig) -> list[ChecklistItem]:
+    """The code checklist, one turn, weights from the config (scaled to sum to 1)."""
+    items = [
+        ChecklistItem(item_id, question, FactCheck(check), weight=config.checklist.get(item_id, 0.0))
+        for item_id, (question, check) in _CHECKS.items()
+    ]
+    return normalized(items)
+
+
+async def judge_checklist(facts: FinalFacts, step: int, config: RewardConfig) -> ChecklistStep:
+    """Decide every item once, at the end of the episode (the shared checklist run, sparse mode)."""
+    run = ChecklistRun(checklist(config), mode="sparse", stop_on_required=False)
+    return await run.step(JudgeContext(turn=0, step=step, state=facts), turn_ended=True)
 
 
 def _passed_any(facts: FinalFacts) -> bool:
@@ -191,18 +218,3 @@ def _compiles(facts: FinalFacts) -> tuple[bool, str]:
     if report is not None and not report.compiled:
         return False, "compiler error: " + report.compile_output[-300:]
     return True, "the program compiled" if report is not None else "the program parsed"
-
-
-def checklist_components(items: Sequence[ChecklistItemResult], config: RewardConfig) -> list[RewardComponent]:
-    """One CHECKLIST component per item: value 1/0, weight = item weight x checklist_weight."""
-    return [
-        RewardComponent(
-            name=f"checklist.{item.item_id}",
-            kind=RewardKind.CHECKLIST,
-            value=1.0 if item.passed else 0.0,
-            weight=item.weight * config.checklist_weight,
-            status=item.status,
-            detail=item.reason,
-        )
-        for item in items
-    ]

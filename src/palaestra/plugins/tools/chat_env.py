@@ -61,14 +61,54 @@ class Settings:
 
 
 def reward_component_specs(domain: Domain) -> tuple[RewardComponentSpec, ...]:
-    outcome = tuple(RewardComponentSpec(n, RewardKind.OUTCOME) for n in domain.outcome_components)
+    outcome = tuple(
+        RewardComponentSpec(n, RewardKind.OUTCOME, low=0.0, high=1.0) for n in domain.outcome_components
+    )
+    calls = float(MAX_TOOL_CALLS_PER_STEP)
     return (
         *outcome,
-        RewardComponentSpec("checklist", RewardKind.CHECKLIST, "weight of checklist items newly satisfied"),
-        RewardComponentSpec("checklist_not_run", RewardKind.CHECKLIST, "items whose judge could not run"),
-        RewardComponentSpec("invalid_tool_call", RewardKind.PENALTY, "-1 per unknown tool or bad arguments"),
-        RewardComponentSpec("policy_violation", RewardKind.PENALTY, "-1 per call refused by the policy"),
+        RewardComponentSpec(
+            "checklist", RewardKind.CHECKLIST, "weight of checklist items newly satisfied", 0, 1
+        ),
+        RewardComponentSpec(
+            "checklist_not_run", RewardKind.CHECKLIST, "items whose judge could not run", 0, 0
+        ),
+        RewardComponentSpec(
+            "invalid_tool_call", RewardKind.PENALTY, "-1 per unknown tool or bad arguments", -calls, 0
+        ),
+        RewardComponentSpec(
+            "policy_violation", RewardKind.PENALTY, "-1 per call refused by the policy", -calls, 0
+        ),
     )
+
+
+def _penalty(description: str) -> dict[str, Any]:
+    return {"type": "number", "minimum": 0, "maximum": 100, "description": description}
+
+
+# The open options of every tool environment (the Settings fields, plus the task for reset options).
+OPTIONS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "task": {"type": ["integer", "string"], "description": "a task index or id"},
+        "checklist_mode": {"enum": ["dense", "sparse"], "description": "when checklist items are judged"},
+        "stop_on_required": {"type": "boolean", "description": "end the episode when a required item fails"},
+        "checklist_scale": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 100,
+            "description": "checklist weight",
+        },
+        "invalid_call_penalty": _penalty("weight of the invalid_tool_call penalty"),
+        "policy_penalty": _penalty("weight of the policy_violation penalty"),
+        "user_model": {
+            "type": "string",
+            "minLength": 1,
+            "description": "the name of a server [llm.NAME] endpoint",
+        },
+    },
+    "additionalProperties": False,
+}
 
 
 def make_spec(env_id: str, domain: Domain, tags: tuple[str, ...] = ()) -> EnvSpec:
@@ -81,6 +121,7 @@ def make_spec(env_id: str, domain: Domain, tags: tuple[str, ...] = ()) -> EnvSpe
         tags=("tools", "chat", "multi-turn", *tags),
         max_episode_steps=domain.max_episode_steps,
         num_tasks=len(domain.tasks()),
+        options_schema=OPTIONS_SCHEMA,
     )
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import jsonschema
 
+from palaestra.types import load_json_arguments
+
 # error kinds that are the agent's fault and cost a penalty
 INVALID_CALL_KINDS = ("unknown_tool", "bad_arguments")
 POLICY_KIND = "policy"
@@ -83,12 +85,10 @@ class Toolbox:
         if tool is None:
             known = ", ".join(sorted(self.tools))
             return error_outcome("unknown_tool", f"unknown tool {name!r}; available tools: {known}")
-        try:
-            arguments = json.loads(arguments_json) if arguments_json.strip() else {}
-        except json.JSONDecodeError as exc:
-            return error_outcome("bad_arguments", f"arguments of {name} are not valid JSON: {exc}")
-        if not isinstance(arguments, dict):
-            return error_outcome("bad_arguments", f"arguments of {name} must be a JSON object")
+        try:  # bounded in size and nesting: hostile arguments are a bad call, never a RecursionError
+            arguments = load_json_arguments(arguments_json)
+        except ValueError as exc:
+            return error_outcome("bad_arguments", f"{name}: {exc}")
         errors = sorted(self._validators[name].iter_errors(arguments), key=lambda e: list(e.path))
         if errors:
             where = "/".join(map(str, errors[0].path)) or "(root)"

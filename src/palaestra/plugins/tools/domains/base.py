@@ -19,7 +19,7 @@ from palaestra.rewards.checklist import (
     mentions,
     normalized,
 )
-from palaestra.types import RewardComponent, RewardKind
+from palaestra.types import ComponentStatus, RewardComponent, RewardKind
 
 
 def replay(domain: Domain, state: Any, calls: Sequence[PlannedCall]) -> list[CallOutcome]:
@@ -109,10 +109,17 @@ class DatabaseDomain(Domain):
         cache: dict[str, Any] = self.__dict__.setdefault("_expected", {})
         if task.id not in cache:
             state = self.new_state(task)
+            initial = json.dumps(self.snapshot(state), sort_keys=True, default=str)
             replay(self, state, [c for plan in task.reference for c in plan.calls])
             cache[task.id] = json.dumps(self.snapshot(state), sort_keys=True, default=str)
+            self.__dict__.setdefault("_read_only", {})[task.id] = cache[task.id] == initial
             self.close_sync(state)
         return cache[task.id]
+
+    def read_only(self, task: Task) -> bool:
+        """The reference leaves the database as it was: doing nothing matches it too."""
+        self.expected_snapshot(task)
+        return bool(self.__dict__["_read_only"][task.id])
 
     def close_sync(self, state: Any) -> None:
         """Frees a state outside the event loop (the databases here need nothing async)."""
@@ -123,20 +130,23 @@ class DatabaseDomain(Domain):
         facts = task.facts
         said = [f for f in facts if any(mentions(r.text, f) for r in ctx.replies)]
         missing = [f for f in facts if f not in said]
-        return [
-            RewardComponent(
-                "state_match",
-                RewardKind.OUTCOME,
-                1.0 if matches else 0.0,
-                detail="" if matches else "the final database differs from the expected one",
-            ),
-            RewardComponent(
-                "facts_conveyed",
-                RewardKind.OUTCOME,
-                len(said) / len(facts) if facts else 1.0,
-                detail=f"missing: {missing}" if missing else "",
-            ),
-        ]
+        detail = "" if matches else "the final database differs from the expected one"
+        if matches and self.read_only(task) and (missing or not facts):
+            # Doing nothing leaves the database as the reference does: no credit for that alone.
+            matches, detail = (
+                False,
+                "the task changes nothing; the unchanged database counts with the facts told",
+            )
+        if not facts:
+            conveyed = RewardComponent(
+                "facts_conveyed", RewardKind.OUTCOME, 0.0, 0.0, ComponentStatus.NOT_RUN, "no facts to tell"
+            )
+        else:
+            detail_facts = f"missing: {missing}" if missing else ""
+            conveyed = RewardComponent(
+                "facts_conveyed", RewardKind.OUTCOME, len(said) / len(facts), detail=detail_facts
+            )
+        return [RewardComponent("state_match", RewardKind.OUTCOME, float(matches), detail=detail), conveyed]
 
 
 def money(value: float) -> str:
