@@ -144,5 +144,6 @@ def test_outcome_and_gated_components() -> None:
     assert (all_pass.value, fraction.value, fraction.weight) == (0.0, 0.5, 0.5)
     assert gated_process_component([0.5, 0.5], 0.5, config).value == 1.0
     assert gated_process_component([0.5, 0.5], 0.25, config).value == 0.0
+    assert gated_process_component([0.5, -1.0], 0.25, config).value == -0.5  # a shut gate keeps losses
     with pytest.raises(ValueError, match="unknown reward settings"):
         RewardConfig.from_config({"bogus": 1})

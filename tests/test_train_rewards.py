@@ -45,6 +45,16 @@ def test_gated_accumulation_drops_step_credit_when_the_outcome_fails() -> None:
     assert mixer.turn_rewards(solved) == pytest.approx([1.0, 1.0])
 
 
+def test_the_gate_never_turns_a_penalty_into_credit() -> None:
+    """A reply without a code block: FORMAT -1 (weight 0.5), outcome 0. Gated or not, it costs 0.5."""
+    no_code = [[c(RewardKind.FORMAT, -1.0, weight=0.5), c(RewardKind.OUTCOME, 0.0)]]
+    assert RewardMixer().turn_rewards(no_code) == pytest.approx([-0.5])
+    assert RewardMixer(gate=0.5).turn_rewards(no_code) == pytest.approx([-0.5])
+    # Negative process and checklist credit stay too; positive step credit is what the gate drops.
+    mixed = [[c(RewardKind.PROCESS, -0.25), c(RewardKind.CHECKLIST, 0.5)], [c(RewardKind.OUTCOME, 0.0)]]
+    assert RewardMixer(gate=0.5).turn_rewards(mixed) == pytest.approx([-0.25, 0.0])
+
+
 def test_single_turn_advantages_are_group_normalised_rewards() -> None:
     advantages = group_turn_advantages([[1.0], [0.0], [0.0], [1.0]])
     assert [a[0] for a in advantages] == pytest.approx([1.0, -1.0, -1.0, 1.0], abs=1e-3)

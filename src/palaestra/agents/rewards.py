@@ -8,8 +8,10 @@ step that follows each policy turn. The mixer turns them into credit:
 2. OUTCOME credit goes to the LAST policy turn (its last token), wherever it arrived.
 3. PROCESS, CHECKLIST and FORMAT credit stay on the turn whose action earned them; PENALTY too.
 4. Gated accumulation (optional, after G-RA): when ``gate`` is set and the episode's outcome credit is
-   below it, PROCESS/CHECKLIST/FORMAT credit is dropped, so the policy cannot farm step rewards while
-   failing the task. Penalties are never gated.
+   below it, positive PROCESS/CHECKLIST/FORMAT credit is dropped, so the policy cannot farm step rewards
+   while failing the task. Negative credit is never gated: PENALTY components, FORMAT penalties (by the
+   convention every plugin follows, FORMAT is 0 for a well-formed reply and negative otherwise) and
+   negative process credit always count, so the gate never turns a penalty into credit.
 
 Checklist item results (`AgentResult.checklist`) are evidence for logs; environments also report their
 credit as CHECKLIST components, which is what the mixer counts (so nothing is counted twice).
@@ -57,9 +59,12 @@ class RewardMixer:
         gated_off = self.gate is not None and outcome < self.gate
         for index, step in enumerate(turns):
             for component in step:
-                if component.kind is RewardKind.OUTCOME or (gated_off and component.kind in _GATED):
+                if component.kind is RewardKind.OUTCOME:
                     continue
-                rewards[index] += self.credit(component)
+                credit = self.credit(component)
+                if gated_off and component.kind in _GATED and credit > 0:
+                    continue  # only credit is gated; a penalty stays a penalty
+                rewards[index] += credit
         rewards[-1] += outcome
         return rewards
 

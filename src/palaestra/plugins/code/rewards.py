@@ -122,7 +122,8 @@ def gated_process_component(
 ) -> RewardComponent:
     """Gated Reward Accumulation: the summed per-turn credit, paid only when the outcome reaches the gate."""
     opened = outcome_fraction >= config.gate_threshold
-    value = sum(deltas) if opened else 0.0
+    # A shut gate withholds credit, never a penalty: a net loss of public tests still counts.
+    value = sum(deltas) if opened else min(0.0, sum(deltas))
     state = "open" if opened else "closed"
     detail = (
         f"gate {state}: hidden fraction {outcome_fraction:.2f} vs threshold {config.gate_threshold:.2f}; "
