@@ -48,6 +48,32 @@ REWARD_SPECS = (
     RewardComponentSpec(DISCONNECT, RewardKind.PENALTY, "-1 when a seat forfeits by disconnecting"),
 )
 
+
+def _seconds(description: str) -> dict[str, Any]:
+    return {"type": "number", "exclusiveMinimum": 0, "maximum": 3600, "description": description}
+
+
+# The open options of every game (docs/games.md): how to play (self-play, a bot, a shared match), the
+# illegal-move policy, the match clocks and the length limits.
+OPTIONS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "match_id": {"type": "string", "minLength": 1, "description": "join a shared match by its id"},
+        "seat": {"type": "string", "minLength": 1, "description": "the seat (agent) to play"},
+        "opponent": {"type": "string", "minLength": 1, "description": "a built-in bot to play against"},
+        "illegal_move_retries": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES},
+        "retry_penalty": {"type": "number", "minimum": 0, "maximum": 100, "description": "weight, >= 0"},
+        "forfeit_penalty": {"type": "number", "minimum": 0, "maximum": 100, "description": "weight, >= 0"},
+        "illegal_move": {"enum": ["reject", "penalise"]},
+        "move_timeout_s": _seconds("seconds a seat has for its move in a match"),
+        "disconnect_grace_s": _seconds("seconds a disconnected seat may take to come back"),
+        "join_timeout_s": _seconds("seconds a match waits for its seats"),
+        "max_plies": {"type": "integer", "minimum": 1, "maximum": 10_000},
+        "max_turns": {"type": "integer", "minimum": 1, "maximum": 100},
+    },
+    "additionalProperties": False,
+}
+
 # name -> (PettingZoo module, ply limit, description)
 BOARD_GAMES: dict[str, tuple[str, int, str]] = {
     "tictactoe": ("classic/tictactoe_v3", 9, "Tic-tac-toe (PettingZoo tictactoe_v3)"),
@@ -95,6 +121,7 @@ def tensor_game(
         reward_components=REWARD_SPECS,
         tags=tuple(tags),
         max_episode_steps=max_plies * (MAX_RETRIES + 1),
+        options_schema=OPTIONS_SCHEMA,
     )
     make: Callable[[Mapping[str, Any]], Referee] = partial(
         _board_referee, module, max_plies, action_count, None
@@ -116,6 +143,7 @@ def text_game(env_id: str, name: str, module: str, max_plies: int, description: 
         reward_components=REWARD_SPECS,
         tags=("games", "multi-agent", "text"),
         max_episode_steps=max_plies * (MAX_RETRIES + 1),
+        options_schema=OPTIONS_SCHEMA,
     )
     make: Callable[[Mapping[str, Any]], Referee] = partial(
         _board_referee, module, max_plies, action_count, name
@@ -142,6 +170,7 @@ def barter_game() -> GameDef:
         ),
         tags=("games", "multi-agent", "text", "negotiation", "hidden-information"),
         max_episode_steps=max_turns * (MAX_RETRIES + 1),
+        options_schema=OPTIONS_SCHEMA,
     )
     return GameDef(spec, _barter_referee, {"scripted": scripted_trader}, default_bot="scripted")
 
