@@ -99,6 +99,7 @@ class StoreSettings:
     batch_size: int = 256  # episodes per write transaction at most
     flush_interval_s: float = 0.5  # how long a finished episode may wait before it is written
     max_pending: int = 100_000  # episodes waiting for the writer; beyond it new ones are dropped (logged)
+    retention_interval_s: float = 60.0  # how often the writer applies max_age_days / max_episodes
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> StoreSettings:
@@ -113,7 +114,7 @@ class StoreSettings:
             if not isinstance(value, expected) or isinstance(value, bool):
                 raise ValueError(f"store.{key} must be {expected.__name__}, got {value!r}")
             setattr(settings, key, value)
-        for key in ("max_age_days", "max_episodes", "flush_interval_s"):
+        for key in ("max_age_days", "max_episodes", "flush_interval_s", "retention_interval_s"):
             if getattr(settings, key) < 0:
                 raise ValueError(f"store.{key} must not be negative, got {getattr(settings, key)}")
         for key in ("batch_size", "max_pending"):

@@ -4,7 +4,7 @@
 `palaestra_episode_finished` hook only appends the episode to a queue (no I/O, no encoding on the event
 loop). A writer thread turns queued episodes into rows (JSON, zlib) and writes them in batches: at most
 `batch_size` per transaction, at the latest `flush_interval_s` after the episode finished. Retention
-runs in the same thread once a minute.
+runs in the same thread every `retention_interval_s`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from palaestra.store.db import StoreSettings, TrajectoryStore, _jsonable, pack
 from palaestra.types import EpisodeSummary
 
 log = logging.getLogger("palaestra.store")
-
-RETENTION_PERIOD_S = 60.0
 
 Pending = tuple[EpisodeSummary, Sequence[Mapping[str, Any]], Mapping[str, Any], float]
 
@@ -129,13 +127,17 @@ class StoreRecorder:
             self._wake.wait(self.settings.flush_interval_s or None)
             self._wake.clear()
             closing = self._closing
-            self._write_pending()
-            if time.monotonic() - self._last_retention > RETENTION_PERIOD_S:
+            handled = self._write_pending()
+            if time.monotonic() - self._last_retention >= self.settings.retention_interval_s:
                 self._retain()
+            with self._done:  # after retention: a flush returns with the store in its final state
+                self._handled += handled
+                self._done.notify_all()
             if closing:
                 return
 
-    def _write_pending(self) -> None:
+    def _write_pending(self) -> int:
+        handled = 0
         while self._pending:
             batch: list[Pending] = []
             while self._pending and len(batch) < self.settings.batch_size:
@@ -145,9 +147,8 @@ class StoreRecorder:
                 self.written += self.store.insert_rows(rows)
             except Exception:
                 log.exception("trajectory store: writing %d episodes failed", len(batch))
-            with self._done:
-                self._handled += len(batch)
-                self._done.notify_all()
+            handled += len(batch)
+        return handled
 
     def _retain(self) -> None:
         self._last_retention = time.monotonic()

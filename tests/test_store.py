@@ -1,0 +1,222 @@
+"""The trajectory store: real servers record real episodes through the episode-finished hook; exports
+are read back with pyarrow and Hugging Face `datasets`."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from palaestra import types as t
+from palaestra.agents.client import Client
+from palaestra.plugins.tools.reference import scripted_policy
+from palaestra.server.app import ServerThread
+from palaestra.server.config import ConfigError, load_config
+from palaestra.store import StoreRecorder, StoreSettings, TrajectoryStore
+from palaestra.store import export
+from palaestra.store.recorder import episode_row
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _store_config(path: Path, **store: Any) -> dict[str, Any]:
+    return {"store": {"path": str(path), "flush_interval_s": 0.05, **store}}
+
+
+def _play_reference(client: Client, first: t.EpisodeStep) -> t.EpisodeStep:
+    """Drive a tools episode with the domain's scripted reference agent to its end."""
+    policy = scripted_policy("tools/shop")
+    history = [first.result.observation]
+    step = first
+    while not step.done:
+        step = client.step(step.episode_id, policy(history))
+        history.append(step.result.observation)
+    return step
+
+
+@pytest.fixture
+def recorded(tmp_path: Path, start_server: Callable[..., ServerThread]) -> dict[str, Any]:
+    """A GRPO-style group of two tools/shop episodes (one played by the reference agent, one that just
+    says hello), recorded by a server with a store and a token."""
+    server = start_server(auth_token="tok", **_store_config(tmp_path / "t.sqlite"))
+    with Client(server.address, token="tok") as client:
+        good, bad = client.open("tools/shop", seed=3, count=2)
+        _play_reference(client, good)
+        step = bad
+        while not step.done:
+            step = client.step(step.episode_id, "Hello! I cannot look that up.")
+        client.close([good.episode_id, bad.episode_id])
+    assert server.server is not None
+    assert server.server.extras.recorder is not None
+    assert server.server.extras.recorder.flush()
+    return {"path": tmp_path / "t.sqlite", "good": good.episode_id, "bad": bad.episode_id, "server": server}
+
+
+def test_a_finished_episode_is_recorded_with_everything(recorded: dict[str, Any]) -> None:
+    with TrajectoryStore(recorded["path"]) as store:
+        good = store.episode(recorded["good"])
+        bad = store.episode(recorded["bad"])
+    assert good is not None and bad is not None
+    assert good["env_id"] == "tools/shop" and good["seed"] == 3
+    assert good["group_id"] and good["group_id"] == bad["group_id"]  # one open request: one group
+    assert good["principal"] == "default"  # the token's principal
+    assert good["opened_at"] <= good["finished_at"] and good["env_seconds"] > 0
+    assert good["terminated"] and good["infra_source"] is None and good["close_reason"] == "client"
+    assert good["reward"] > bad["reward"]
+    trajectory = good["trajectory"]
+    assert trajectory[0]["step"] == 0 and not trajectory[0]["actions"]
+    first_messages = trajectory[0]["messages"]["agent"]
+    assert [m["role"] for m in first_messages][:2] == ["system", "user"]
+    calls = [
+        call
+        for entry in trajectory
+        for action in entry["actions"].values()
+        if isinstance(action, dict)
+        for call in action["tool_calls"]
+    ]
+    assert calls and all(json.loads(c["arguments"]) is not None for c in calls)  # arguments, not names only
+    tool_messages = [m for e in trajectory for m in e["messages"].get("agent", []) if m["role"] == "tool"]
+    assert {m["tool_call_id"] for m in tool_messages} >= {c["id"] for c in calls}
+    components = [c for e in trajectory for c in e["components"].get("agent", [])]
+    assert {"state_match", "checklist"} <= {c["name"] for c in components}
+    assert all(c["status"] in ("ok", "timeout", "error", "not_run") for c in components)
+    items = [i for e in trajectory for i in e["checklist"].get("agent", [])]
+    assert items and any(i["passed"] and i["evidence"] for i in items)
+    totals = {c["name"]: c for c in good["agents"][0]["components"]}
+    assert totals["state_match"]["total"] == 1.0
+
+
+def test_exports_sft_and_preference_pairs(recorded: dict[str, Any], tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is the [store] extra")
+    datasets = pytest.importorskip("datasets", reason="datasets is the [store] extra")
+    with TrajectoryStore(recorded["path"]) as store:
+        sft = list(export.records(store, "sft"))
+        assert {r["episode_id"] for r in sft} == {recorded["good"], recorded["bad"]}
+        best = [r for r in export.records(store, "sft", min_reward=0.5)]
+        assert [r["episode_id"] for r in best] == [recorded["good"]]
+        chat = best[0]["messages"]
+        assert chat[0]["role"] == "system" and chat[1]["role"] == "user"
+        assert any(m["role"] == "assistant" and m["tool_calls"] for m in chat)
+        # order: each tool result follows the assistant message that called it
+        for i, message in enumerate(chat):
+            if message["role"] == "tool":
+                callers = [m for m in chat[:i] if any(c["id"] == message["tool_call_id"] for c in m["tool_calls"])]
+                assert callers
+
+        [pair] = export.records(store, "preferences")
+        assert pair["chosen_episode_id"] == recorded["good"]
+        assert pair["rejected_episode_id"] == recorded["bad"]
+        assert pair["score_chosen"] > pair["score_rejected"]
+        assert [m["role"] for m in pair["prompt"]] == ["system", "user"]
+        assert pair["chosen"][0]["role"] == "assistant" and pair["rejected"][0]["role"] == "assistant"
+
+        for kind, expected in (("episodes", 2), ("sft", 2), ("preferences", 1)):
+            out = tmp_path / f"{kind}.parquet"
+            assert export.to_parquet(store, out, kind) == expected
+            assert pq.read_table(out).num_rows == expected
+        dataset = export.to_dataset(store, "preferences")
+        assert isinstance(dataset, datasets.Dataset)
+        assert len(dataset) == 1 and {"prompt", "chosen", "rejected"} <= set(dataset.column_names)
+        assert dataset[0]["chosen"][0]["tool_calls"][0]["name"]
+        assert len(export.to_dataset(store, "sft", env_id="tools/shop")) == 2
+        assert len(export.to_dataset(store, "sft", env_id="echo/echo")) == 0
+
+
+def test_runs_tag_episodes_before_or_after_they_are_written(recorded: dict[str, Any]) -> None:
+    with TrajectoryStore(recorded["path"]) as store:
+        run = store.start_run("eval", model="tiny-llm", tags={"step": 100})
+        store.add_run_episodes(run, [recorded["good"], "not-written-yet"])
+        assert [e["episode_id"] for e in store.episodes(run_id=run)] == [recorded["good"]]
+        [listed] = [r for r in store.runs() if r["run_id"] == run]
+        assert listed["model"] == "tiny-llm" and listed["tags"] == {"step": 100} and listed["episodes"] == 2
+        assert store.runs_of([recorded["good"]])[recorded["good"]][0]["model"] == "tiny-llm"
+
+
+def _summary(episode_id: str, env_id: str = "echo/echo", failure: bool = False) -> t.EpisodeSummary:
+    return t.EpisodeSummary(
+        episode_id=episode_id,
+        env_id=env_id,
+        steps=1,
+        agents=[t.AgentSummary("agent", 1.0, [t.ComponentTotal("outcome", t.RewardKind.OUTCOME, 1.0, 1, 0)])],
+        infra_failure=t.InfraFailure("sandbox", "engine gone") if failure else None,
+        terminated=not failure,
+        truncated=False,
+        wall_seconds=0.1,
+        env_seconds=0.01,
+        close_reason="client",
+    )
+
+
+def test_retention_by_age_and_count(tmp_path: Path) -> None:
+    with TrajectoryStore(tmp_path / "r.sqlite") as store:
+        now = time.time()
+        store.insert_rows(
+            [episode_row(_summary(f"old{i}"), [], {}, now - 10 * 86400 - i) for i in range(3)]
+            + [episode_row(_summary(f"new{i}"), [], {}, now - i) for i in range(4)]
+        )
+        assert store.apply_retention(max_age_days=7) == 3
+        assert store.apply_retention(max_episodes=2) == 2
+        assert sorted(e["episode_id"] for e in store.episodes()) == ["new0", "new1"]
+
+
+def test_the_recorder_batches_retains_and_survives_odd_values(tmp_path: Path) -> None:
+    settings = StoreSettings(
+        path=str(tmp_path / "w.sqlite"), batch_size=4, flush_interval_s=0.05, max_episodes=5, retention_interval_s=0
+    )
+    recorder = StoreRecorder(settings)
+    try:
+        np = pytest.importorskip("numpy")
+        odd = {"seed": 1, "options": {"weights": np.arange(3), "tags": {"a"}}, "group": "g"}
+        for i in range(9):
+            recorder.submit(_summary(f"e{i}"), [{"step": 0, "info": {"array": np.ones(2)}}], odd)
+        assert recorder.flush()
+        assert recorder.written == 9 and recorder.dropped == 0
+        assert recorder.store.count() == 5  # max_episodes keeps the newest
+        [latest] = recorder.store.episodes(limit=1, with_trajectory=True)
+        assert latest["options"] == {"weights": [0, 1, 2], "tags": ["a"]}
+        assert latest["trajectory"][0]["info"]["array"] == [1.0, 1.0]
+    finally:
+        recorder.close()
+
+
+def test_infrastructure_failures_are_recorded_but_never_training_data(tmp_path: Path) -> None:
+    with TrajectoryStore(tmp_path / "f.sqlite") as store:
+        entry = {"step": 1, "actions": {"agent": "hi"}, "messages": {"agent": [{"role": "user", "content": "x"}]}}
+        store.insert_rows(
+            [
+                episode_row(_summary("ok"), [entry], {"group": "g"}, time.time()),
+                episode_row(_summary("failed", failure=True), [entry], {"group": "g"}, time.time()),
+            ]
+        )
+        assert store.episode("failed")["infra_source"] == "sandbox"  # type: ignore[index]
+        assert [r["episode_id"] for r in export.records(store, "sft")] == ["ok"]
+        assert list(export.records(store, "preferences")) == []
+        assert store.curve("echo/echo")[0]["episode_id"] == "ok"  # curves leave failures out
+
+
+def test_store_and_dashboard_tables_in_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('[store]\npath = "x.sqlite"\nmax_age_days = 30\n[dashboard]\nenabled = true\nport = 0\n')
+    config = load_config(path, environ={})
+    assert config.store == {"path": "x.sqlite", "max_age_days": 30}
+    assert config.dashboard == {"enabled": True, "port": 0}
+    path.write_text("[store]\nretention = 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key store.retention; known keys: .*max_age_days"):
+        load_config(path, environ={})
+    path.write_text("[dashboard]\nport = 99999\n")
+    with pytest.raises(ConfigError, match="dashboard.port must be between 0 and 65535"):
+        load_config(path, environ={})
+    path.write_text('[store]\nbatch_size = "many"\n')
+    with pytest.raises(ConfigError, match="store.batch_size must be int"):
+        load_config(path, environ={})
+
+
+def test_without_a_store_path_nothing_is_recorded(start_server: Callable[..., ServerThread]) -> None:
+    server = start_server()
+    assert server.server is not None
+    assert server.server.extras.recorder is None and server.server.extras.dashboard is None
+    assert not server.server.runtime.record_trajectories  # no per-step trajectory cost either
