@@ -3,7 +3,7 @@
 #
 #   scripts/test.sh [pytest args]
 #
-# Installs system packages (docker.io, debootstrap, bubblewrap, openssl) when missing, makes .venv with the
+# Installs system packages (docker.io, debootstrap, bubblewrap, openssl, chromium) when missing, makes .venv with the
 # package and its [dev] extras (PyTorch CPU pinned through .ci/constraints.txt), starts a private Docker engine
 # and builds the sandbox images offline, runs ruff, mypy and pytest, and stops the engine again.
 set -euo pipefail
@@ -13,7 +13,9 @@ cd "$ROOT"
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 missing=()
-for tool in dockerd:docker.io debootstrap:debootstrap bwrap:bubblewrap openssl:openssl; do
+# chromium + chromedriver: the dashboard's browser tests (Selenium drives Debian's browser; nothing is downloaded)
+for tool in dockerd:docker.io debootstrap:debootstrap bwrap:bubblewrap openssl:openssl chromium:chromium \
+  chromedriver:chromium-driver; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
