@@ -19,6 +19,9 @@ from palaestra.server.validation import check_action, check_result
 
 log = logging.getLogger("palaestra.episodes")
 
+# Set in a result's info when the server, not the environment, ended the episode at its declared step limit.
+SERVER_TRUNCATION = "truncated_by_server_at_step"
+
 # Trajectory entries kept per episode for the episode-finished hook; long games keep only the last ones.
 MAX_TRAJECTORY = 10_000
 
@@ -152,8 +155,11 @@ class Episode:
             for agent_result in result.agents.values():
                 if not agent_result.terminated:
                     agent_result.truncated = True
+                    agent_result.info[SERVER_TRUNCATION] = limit
             if not result.agents:
-                result.agents[self.spec.agents[0]] = t.AgentResult(truncated=True)
+                result.agents[self.spec.agents[0]] = t.AgentResult(
+                    truncated=True, info={SERVER_TRUNCATION: limit}
+                )
 
     def _record(self, result: t.StepResult, actions: Mapping[str, t.Action] | None) -> None:
         self.next_agent = result.next_agent
