@@ -26,7 +26,14 @@ from palaestra.sandbox.runner_client import PlainSource, RunnerChannel, RunnerCo
 from palaestra.sandbox.testing import docker_or_skip, wait_for_no_leftovers
 
 BACKENDS = ["local", pytest.param("docker", marks=pytest.mark.docker)]
-SMALL = {"memory_mb": 128, "pids": 32, "workdir_mb": 16, "file_size_mb": 32, "wall_seconds": 1.0}
+SMALL = {
+    "memory_mb": 128,
+    "pids": 32,
+    "workdir_mb": 16,
+    "workdir_inodes": 4096,
+    "file_size_mb": 32,
+    "wall_seconds": 1.0,
+}
 # Prints the processes other than init, the runner, the runner's fork server (its one other child, named
 # "pal-zygote" once started) and the probe itself.
 LIST_STRAY_PROCESSES = """
@@ -205,23 +212,57 @@ async def test_zombies_and_background_processes(sandbox: Sandbox) -> None:
     await assert_clean_and_serving(sandbox)
 
 
-async def test_killing_the_runner(sandbox: Sandbox, backend_name: str) -> None:
+async def test_killing_the_runner(sandbox: Sandbox) -> None:
     await sandbox.write_file("work.txt", "x")
-    if backend_name == "docker":
-        # The runner is the container's init: the kernel drops every signal from inside the container to
-        # pid 1 that it does not handle, so a job can neither kill nor stop it and the work dir survives.
-        for attack in ("kill -9 $PPID", "kill -9 -1", "kill -STOP $PPID", "kill -INT $PPID"):
-            survived = await sandbox.exec(["sh", "-c", f"{attack}; echo alive"])
-            assert survived.ok and survived.stdout == "alive\n", (attack, survived)
-        assert await sandbox.read_file("work.txt") == b"x"
-        await assert_clean_and_serving(sandbox)
-        return
-    result = await sandbox.exec(["sh", "-c", "kill -9 $PPID; sleep 5"])
-    assert result.status is ExecStatus.KILLED and "runner" in result.detail
-    everything = await sandbox.exec(["sh", "-c", "kill -9 -1; sleep 5"])
-    assert everything.status is ExecStatus.KILLED
-    stopped = await sandbox.exec(["sh", "-c", "kill -STOP $PPID"], timeout=0.5)
-    assert stopped.status is ExecStatus.TIMEOUT and "replaced" in stopped.detail
+    # On both backends the runner is its PID namespace's init (Docker: the container's main process; local:
+    # `bwrap --as-pid-1`): the kernel drops every signal from inside the namespace to pid 1 that it does not
+    # handle, so a job can neither kill nor stop it and the work dir survives.
+    for attack in (
+        "kill -9 $PPID",
+        "kill -9 1",
+        "kill -9 -1",
+        "kill -STOP $PPID",
+        "kill -STOP 1",
+        "kill -INT $PPID",
+    ):
+        survived = await sandbox.exec(["sh", "-c", f"{attack}; echo alive"])
+        assert survived.ok and survived.stdout == "alive\n", (attack, survived)
+    assert await sandbox.read_file("work.txt") == b"x"
+    await assert_clean_and_serving(sandbox)
+
+
+async def test_a_stopped_job_ends_at_once(sandbox: Sandbox) -> None:
+    # A job that stops itself (or its whole namespace) would otherwise hold the sandbox until its wall limit.
+    for attack in ("kill -STOP $$", "kill -STOP -1; kill -STOP $$"):
+        stopped = await sandbox.exec(["sh", "-c", attack], timeout=60)
+        assert stopped.status is ExecStatus.KILLED and "stopped" in stopped.detail, (attack, stopped)
+        assert stopped.wall_seconds < 30, stopped  # far below the limit: the runner noticed the stop
+    await assert_clean_and_serving(sandbox)
+
+
+async def test_inode_flood_is_bounded(sandbox: Sandbox) -> None:
+    # Empty files cost kernel memory, not tmpfs bytes: the work dir and /tmp have an inode limit.
+    result = await python(
+        sandbox,
+        """
+        import os
+        for directory in ("/workspace", "/tmp"):
+            count = 0
+            try:
+                while True:
+                    open(os.path.join(directory, f"f{count}"), "w").close()
+                    count += 1
+            except OSError as exc:
+                print(directory, count, exc.errno)
+        """,
+        timeout=30,
+    )
+    assert result.ok, result
+    for line in result.stdout.splitlines():
+        _directory, count, errno_value = line.split()
+        assert int(count) <= SMALL["workdir_inodes"] and errno_value == "28", result.stdout
+    await sandbox.exec(["sh", "-c", "rm -f /workspace/f* /tmp/f*"])
+    await sandbox.write_file("after.txt", "still writable")
     await assert_clean_and_serving(sandbox)
 
 

@@ -263,7 +263,7 @@ class SandboxManager:
             ok, why = self._backend("local").available()
             if ok:
                 log.warning(
-                    "sandbox profile %r: WEAKER ISOLATION, not using docker (%s); allow_weaker_isolation is set",
+                    "sandbox profile %r: WEAKER ISOLATION, not using docker (%s), as allowed by the config",
                     profile.name,
                     "; ".join(reasons),
                 )

@@ -1044,6 +1044,8 @@ class Runner:
             sweep(job.pid, self.zygote)
         drain(captures)
         REAPER.reap()
+        if self.zygote.pid and is_stopped(self.zygote.pid):
+            self.zygote.discard()  # stopped by the job (`kill -STOP -1`): it would stall the next job
         self.zygote.ensure_started()
         stdout, stderr = captures[stdout_r], captures[stderr_r]
         if job.exec_error:

@@ -323,7 +323,10 @@ class Workspace:
         pending = list(self.roots)
         while pending:
             directory = pending.pop()
-            os.chmod(directory, stat.S_IMODE(self.known[directory][1]) | stat.S_IRWXU)
+            mode = stat.S_IMODE(self.known[directory][1])
+            current = os.lstat(directory)
+            if stat.S_IMODE(current.st_mode) != mode and current.st_uid == os.geteuid():
+                os.chmod(directory, mode)  # the submission may have made its directory unreadable
             for entry in os.scandir(directory):
                 st = entry.stat(follow_symlinks=False)
                 known = self.known.get(entry.path)
@@ -740,6 +743,8 @@ def main() -> int:
         result.setdefault("seconds", round(time.monotonic() - started, 4))
         result["index"] = index
         print(f"{nonce}\t{json.dumps(result)}", flush=True)
+        if result["status"] == "overload":
+            break  # the grading will be discarded as the host's failure: do not starve the host further
     with contextlib.suppress(Exception):  # leave the sandbox as the tests found it
         kill_other_processes()
         workspace.restore()
