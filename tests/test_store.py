@@ -16,8 +16,7 @@ from palaestra.agents.client import Client
 from palaestra.plugins.tools.reference import scripted_policy
 from palaestra.server.app import ServerThread
 from palaestra.server.config import ConfigError, load_config
-from palaestra.store import StoreRecorder, StoreSettings, TrajectoryStore
-from palaestra.store import export
+from palaestra.store import StoreRecorder, StoreSettings, TrajectoryStore, export
 from palaestra.store.recorder import episode_row
 
 pytestmark = pytest.mark.timeout(120)
@@ -104,7 +103,9 @@ def test_exports_sft_and_preference_pairs(recorded: dict[str, Any], tmp_path: Pa
         # order: each tool result follows the assistant message that called it
         for i, message in enumerate(chat):
             if message["role"] == "tool":
-                callers = [m for m in chat[:i] if any(c["id"] == message["tool_call_id"] for c in m["tool_calls"])]
+                callers = [
+                    m for m in chat[:i] if any(c["id"] == message["tool_call_id"] for c in m["tool_calls"])
+                ]
                 assert callers
 
         [pair] = export.records(store, "preferences")
@@ -165,7 +166,11 @@ def test_retention_by_age_and_count(tmp_path: Path) -> None:
 
 def test_the_recorder_batches_retains_and_survives_odd_values(tmp_path: Path) -> None:
     settings = StoreSettings(
-        path=str(tmp_path / "w.sqlite"), batch_size=4, flush_interval_s=0.05, max_episodes=5, retention_interval_s=0
+        path=str(tmp_path / "w.sqlite"),
+        batch_size=4,
+        flush_interval_s=0.05,
+        max_episodes=5,
+        retention_interval_s=0,
     )
     recorder = StoreRecorder(settings)
     try:
@@ -185,7 +190,11 @@ def test_the_recorder_batches_retains_and_survives_odd_values(tmp_path: Path) ->
 
 def test_infrastructure_failures_are_recorded_but_never_training_data(tmp_path: Path) -> None:
     with TrajectoryStore(tmp_path / "f.sqlite") as store:
-        entry = {"step": 1, "actions": {"agent": "hi"}, "messages": {"agent": [{"role": "user", "content": "x"}]}}
+        entry = {
+            "step": 1,
+            "actions": {"agent": "hi"},
+            "messages": {"agent": [{"role": "user", "content": "x"}]},
+        }
         store.insert_rows(
             [
                 episode_row(_summary("ok"), [entry], {"group": "g"}, time.time()),
@@ -208,10 +217,10 @@ def test_store_and_dashboard_tables_in_the_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown key store.retention; known keys: .*max_age_days"):
         load_config(path, environ={})
     path.write_text("[dashboard]\nport = 99999\n")
-    with pytest.raises(ConfigError, match="dashboard.port must be between 0 and 65535"):
+    with pytest.raises(ConfigError, match=r"dashboard\.port must be between 0 and 65535"):
         load_config(path, environ={})
     path.write_text('[store]\nbatch_size = "many"\n')
-    with pytest.raises(ConfigError, match="store.batch_size must be int"):
+    with pytest.raises(ConfigError, match=r"store\.batch_size must be int"):
         load_config(path, environ={})
 
 

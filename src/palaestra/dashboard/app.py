@@ -172,6 +172,8 @@ class Dashboard:
     async def _api(self, request: Request, token: str, principal: str) -> Response:
         route = request.path.removeprefix("/api/")
         q = request.query
+        if route.startswith("play/") and request.method != "POST":
+            raise HTTPError(405, f"/api/{route} takes POST with a JSON body")
         if request.method == "POST" and route.startswith("play/"):
             body = request.json()
             if not isinstance(body, dict):
@@ -559,7 +561,11 @@ def parse_action(raw: Any) -> t.Action:
                 ],
             )
         )
-    raise HTTPError(400, f"cannot make an action of {kind}={value!r}")
+    raise HTTPError(
+        400,
+        f"cannot make an action of {kind}={value!r}: action must be one of "
+        '{"text": string}, {"discrete": integer}, {"message": {"content", "tool_calls"}}',
+    )
 
 
 def game_records(store: TrajectoryStore, games: set[str], record_type: Any) -> list[Any]:

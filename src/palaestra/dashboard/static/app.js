@@ -15,7 +15,7 @@ function h(tag, attrs, ...children) {
     else if (key === "class") el.className = value;
     else el.setAttribute(key, value === true ? "" : value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -40,7 +40,7 @@ function fmt(value, digits = 3) {
 }
 function when(seconds) { return seconds ? new Date(seconds * 1000).toLocaleString() : "–"; }
 function badge(text, kind) { return h("span", {class: "badge " + (kind || text)}, text); }
-function show(...nodes) { main.replaceChildren(...nodes); }
+function show(...nodes) { main.replaceChildren(...nodes.flat(3).filter(n => n !== null && n !== undefined)); }
 function failure(error) { show(h("p", {class: "error"}, String(error.message || error))); }
 function table(headers, rows, attrs) {
   return h("table", attrs || {},
@@ -214,7 +214,7 @@ function curveSvg(points) {
   add("text", {x: 4, y: sy(y1) + 4}, fmt(y1, 2)); add("text", {x: 4, y: sy(y0) + 4}, fmt(y0, 2));
   add("text", {x: P, y: H - 12}, when(x0)); add("text", {x: W - P - 140, y: H - 12}, when(x1));
   for (const p of points) add("circle", {cx: sx(p.time), cy: sy(p.reward), r: 2.5, class: "dot"});
-  const window_ = Math.max(1, Math.round(points.length / 20));
+  const window_ = Math.min(points.length, Math.max(5, Math.round(points.length / 20)));
   const avg = points.map((p, i) => {
     const part = ys.slice(Math.max(0, i - window_ + 1), i + 1);
     return `${sx(p.time)},${sy(part.reduce((a, b) => a + b, 0) / part.length)}`;
