@@ -26,13 +26,12 @@ class with `register()` (id `palaestra`), then set `environment.env_class=palaes
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
 
-from palaestra.agents.text_episode import Connection, TextEpisode
+from palaestra.agents.text_episode import Connection, TextEpisode, tool_instructions
 from palaestra.agents.tokens import message_to_template, parse_assistant_text
 from palaestra.types import Message
 
@@ -41,17 +40,6 @@ ENV_ID = "palaestra"
 
 class PalaestraInfraError(RuntimeError):
     """The server's infrastructure failed during an episode (not the policy's doing)."""
-
-
-def tool_instructions(tools: list[dict[str, Any]]) -> str:
-    """How the model is told about the environment's tools when the trainer passes only text."""
-    schemas = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in tools)
-    return (
-        "You can call these tools (JSON schemas):\n<tools>\n"
-        f"{schemas}\n</tools>\n"
-        'To call a tool, write <tool_call>{"name": <tool name>, "arguments": <JSON object>}</tool_call>. '
-        "Reply without a tool call when you are done."
-    )
 
 
 class PalaestraTextEnv(BaseTextEnv):  # type: ignore[misc]

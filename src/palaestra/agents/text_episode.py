@@ -153,3 +153,14 @@ class TextEpisode:
 def messages_text(messages: list[Message]) -> str:
     """Messages' contents joined by blank lines (how a text-only trainer shows them to the model)."""
     return "\n\n".join(m.content for m in messages if m.content)
+
+
+def tool_instructions(tools: list[dict[str, Any]]) -> str:
+    """How the model is told about the environment's tools when the trainer passes only text."""
+    schemas = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in tools)
+    return (
+        "You can call these tools (JSON schemas):\n<tools>\n"
+        f"{schemas}\n</tools>\n"
+        'To call a tool, write <tool_call>{"name": <tool name>, "arguments": <JSON object>}</tool_call>. '
+        "Reply without a tool call when you are done."
+    )
