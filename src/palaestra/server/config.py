@@ -16,6 +16,7 @@ max_turns = 4
 
 [sandbox]                 # handed to the sandbox manager
 backend = "auto"
+allow_weaker_isolation = false  # without Docker: refuse code envs (true: use the local backend)
 
 [principals.alice]        # several callers, each with its token and quotas (docs/reliability.md)
 token_env = "ALICE_TOKEN" # or token = "..."
