@@ -73,16 +73,19 @@ async def test_steps_of_one_episode_in_one_turn_run_in_order(server_address: str
     assert [r.step_index for r in results] == [1, 2, 3]
 
 
-async def test_a_broken_stream_fails_every_waiting_step() -> None:
+async def test_a_broken_stream_ends_every_waiting_step_as_an_infra_failure() -> None:
     thread = ServerThread(ServerConfig(port=0, disabled_plugins=OTHER_PLUGINS)).start()
-    client = AsyncClient(thread.address)
+    client = AsyncClient(thread.address, timeout_s=5)
     try:
         opened = await client.open("echo/text", seed=0, count=3)
         thread.stop(grace=0)
-        results = await asyncio.gather(
-            *(client.step(s.episode_id, "x") for s in opened), return_exceptions=True
-        )
-        assert all(isinstance(r, PalaestraError) for r in results)
+        results = await asyncio.gather(*(client.step(s.episode_id, "x") for s in opened))
+        assert all(r.done and r.infra_failure and r.infra_failure.source == "connection" for r in results)
+        summaries = await client.close([s.episode_id for s in opened])
+        assert [s.close_reason for s in summaries] == ["connection_lost"] * 3
+        with pytest.raises(PalaestraError) as down:  # no server: the open waits for it until its deadline
+            await client.open("echo/text")
+        assert down.value.code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
     finally:
         await client.aclose()
 

@@ -19,8 +19,11 @@ and the server closes whatever episodes are still open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
 import threading
+import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -82,13 +85,21 @@ def _fill_actions(out: env_pb2.EpisodeActions, actions: Actions) -> None:
         wire.action_to_proto(as_action(actions), out.actions.add().action)
 
 
-def channel_options(max_message_mb: int = 64) -> list[tuple[str, Any]]:
+def channel_options(max_message_mb: int = 64, keepalive_s: float = 10.0) -> list[tuple[str, Any]]:
     size = max_message_mb * 1024 * 1024
     return [
         ("grpc.max_send_message_length", size),
         ("grpc.max_receive_message_length", size),
-        ("grpc.keepalive_time_ms", 60_000),
+        # Ping the server every keepalive_s: a dead or hung server is noticed within about 2 x keepalive_s,
+        # and the calls waiting on it end as lost episodes instead of hanging.
+        ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(keepalive_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # Reconnect with backoff: 0.5 s at first, doubling up to 5 s (a restarted server is found quickly).
+        ("grpc.initial_reconnect_backoff_ms", 500),
+        ("grpc.min_reconnect_backoff_ms", 500),
+        ("grpc.max_reconnect_backoff_ms", 5_000),
         # Each client its own connection: without auth the server tells callers apart by connection.
         ("grpc.use_local_subchannel_pool", 1),
     ]
@@ -103,29 +114,44 @@ class AsyncClient:
         *,
         token: str | None = None,
         tls_root_cert: str | Path | None = None,
-        client_id: str | None = None,
         max_message_mb: int = 64,
+        timeout_s: float | None = 300.0,
+        keepalive_s: float = 10.0,
     ) -> None:
-        options = channel_options(max_message_mb)
+        """`token`: the bearer token naming this client's principal. `tls_root_cert`: the CA (or
+        self-signed certificate) to trust; without it the channel is plaintext. `timeout_s`: the deadline
+        of every request (None: none); a request that gets no reply in time raises DEADLINE_EXCEEDED."""
+        options = channel_options(max_message_mb, keepalive_s)
         if tls_root_cert is not None:
             credentials = grpc.ssl_channel_credentials(Path(tls_root_cert).read_bytes())
             self.channel = grpc.aio.secure_channel(address, credentials, options=options)
         else:
             self.channel = grpc.aio.insecure_channel(address, options=options)
+            if token and not _is_loopback(address):
+                warnings.warn(
+                    f"the bearer token travels to {address} without TLS; pass tls_root_cert", stacklevel=3
+                )
         self.metadata: list[tuple[str, str]] = []
         if token:
             self.metadata.append(("authorization", f"Bearer {token}"))
-        if client_id:
-            self.metadata.append(("x-palaestra-client", client_id))
+        self.timeout_s = timeout_s
+        # Requests larger than this are refused here; the server refuses them in-band above 15/16 of its
+        # transport limit, and a message above the transport limit would end the whole stream.
+        self.max_request_bytes = max_message_mb * 1024 * 1024 * 15 // 16
+        # Episodes opened on the current stream, and episodes lost with a broken one (-> why).
+        self._live: set[str] = set()
+        self._lost: dict[str, t.InfraFailure] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self.catalog = catalog_pb2_grpc.EnvCatalogStub(self.channel)
         self.unary = env_pb2_grpc.EnvServiceStub(self.channel)
         self._ids = itertools.count(1)
-        self._pending: dict[str, OnReply] = {}
+        self._pending: dict[str, tuple[env_pb2.SessionRequest, OnReply]] = {}
         # Single steps and resets asked for in the same event-loop turn, waiting to travel together.
         self._queued: dict[str, list[tuple[Any, asyncio.Future[Any]]]] = {"step": [], "reset": []}
         self._outbox: asyncio.Queue[env_pb2.SessionRequest | None] | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._stream_error: PalaestraError | None = None
+        self._stream_error: PalaestraError | None = None  # what ended the last stream, if one ended
+        self._closed = False
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -136,14 +162,16 @@ class AsyncClient:
     # ------------------------------------------------------------ the stream
 
     def _ensure_stream(self) -> asyncio.Queue[env_pb2.SessionRequest | None]:
-        if self._stream_error is not None:
-            raise PalaestraError(
-                grpc.StatusCode.UNAVAILABLE, f"the session stream broke: {self._stream_error}"
-            )
+        """The current stream's outbox; a new stream when there is none (first use, or the last one broke:
+        the channel reconnects with backoff and the stream waits for it, within the requests' deadlines)."""
+        if self._closed:
+            raise PalaestraError(grpc.StatusCode.CANCELLED, "the client is closed")
         if self._outbox is None:
             self._outbox = asyncio.Queue()
-            call = self.unary.Session(self._requests(self._outbox), metadata=self.metadata or None)
-            self._reader = asyncio.create_task(self._read_replies(call))
+            call = self.unary.Session(
+                self._requests(self._outbox), metadata=self.metadata or None, wait_for_ready=True
+            )
+            self._reader = asyncio.create_task(self._read_replies(call, self._outbox))
         return self._outbox
 
     @staticmethod
@@ -153,30 +181,121 @@ class AsyncClient:
         while (request := await outbox.get()) is not None:
             yield request
 
-    async def _read_replies(self, call: Any) -> None:
+    async def _read_replies(self, call: Any, outbox: asyncio.Queue[Any]) -> None:
+        error: PalaestraError | None = None
         try:
             async for reply in call:
-                on_reply = self._pending.pop(reply.request_id, None)
-                if on_reply is not None:
-                    on_reply(reply)
+                entry = self._pending.pop(reply.request_id, None)
+                timer = self._timers.pop(reply.request_id, None)
+                if timer is not None:
+                    timer.cancel()
+                if reply.WhichOneof("response") == "open":
+                    opened = [e.episode_id for e in reply.open.episodes]
+                    self._live.update(opened)
+                    if entry is None and opened:  # its caller gave up (deadline): do not leak them
+                        self._close_quietly(opened)
+                if entry is not None:
+                    entry[1](reply)
+                elif reply.HasField("error") and not reply.request_id:
+                    error = _error_from_status(reply.error)  # the server ends the stream (e.g. idle)
         except grpc.aio.AioRpcError as exc:
-            self._stream_error = PalaestraError(exc.code(), exc.details() or "")
+            error = PalaestraError(exc.code(), exc.details() or "")
+        except asyncio.CancelledError:
+            error = PalaestraError(grpc.StatusCode.CANCELLED, "the client was closed")
+            raise
         finally:
-            error = self._stream_error or PalaestraError(
-                grpc.StatusCode.UNAVAILABLE, "the session stream ended"
-            )
+            error = error or PalaestraError(grpc.StatusCode.UNAVAILABLE, "the session stream ended")
             self._stream_error = error
+            if self._outbox is outbox:  # the next request starts a new stream
+                self._outbox, self._reader = None, None
+            # The server closes a stream's episodes when it ends: they are lost, and what was asked of them
+            # ends as an infrastructure failure (trainers drop such episodes); opens may be retried.
+            failure = t.InfraFailure(
+                "connection", f"the session stream to the server ended ({error}); the episode is lost"
+            )
+            self._lost.update(dict.fromkeys(self._live, failure))
+            self._live.clear()
             pending, self._pending = self._pending, {}
-            for on_reply in pending.values():
-                on_reply(error)
+            for request_id, (request, on_reply) in pending.items():
+                timer = self._timers.pop(request_id, None)
+                if timer is not None:
+                    timer.cancel()
+                lost = _lost_reply(request, failure)
+                on_reply(lost if lost is not None else StreamBroken(error.code, error.message))
+
+    def _close_quietly(self, episode_ids: list[str]) -> None:
+        with contextlib.suppress(Exception):
+            self._send(env_pb2.SessionRequest(close=env_pb2.CloseRequest(episode_ids=episode_ids)), _ignore)
 
     def _send(self, request: env_pb2.SessionRequest, on_reply: OnReply) -> None:
         """Put a request on the stream. `on_reply` gets its reply, or the error that broke the stream,
-        straight from the reader (a callback, not a future: one event-loop hop less per reply)."""
+        straight from the reader (a callback, not a future: one event-loop hop less per reply).
+        Steps, resets and closes of episodes lost with an earlier stream are answered here."""
+        if self._lost:
+            answered = self._answer_lost(request, on_reply)
+            if answered is None:
+                return
+            request, on_reply = answered
+        if request.ByteSize() > self.max_request_bytes:
+            size = request.ByteSize()
+            raise PalaestraError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the request is {size} bytes, above the limit of {self.max_request_bytes} bytes per "
+                "message (max_message_mb); send fewer episodes or smaller actions per message",
+            )
         outbox = self._ensure_stream()
-        request.request_id = str(next(self._ids))
-        self._pending[request.request_id] = on_reply
+        request.request_id = request_id = str(next(self._ids))
+        self._pending[request_id] = (request, on_reply)
+        if self.timeout_s is not None:
+            self._timers[request_id] = asyncio.get_running_loop().call_later(
+                self.timeout_s, self._expire, request_id
+            )
         outbox.put_nowait(request)
+
+    def _expire(self, request_id: str) -> None:
+        self._timers.pop(request_id, None)
+        entry = self._pending.pop(request_id, None)
+        if entry is not None:
+            message = f"no reply within {self.timeout_s} s (the client's timeout_s)"
+            entry[1](PalaestraError(grpc.StatusCode.DEADLINE_EXCEEDED, message))
+
+    def _answer_lost(
+        self, request: env_pb2.SessionRequest, on_reply: OnReply
+    ) -> tuple[env_pb2.SessionRequest, OnReply] | None:
+        """Answer the lost episodes of a step, reset or close locally; None when nothing is left to send,
+        else the request without them and a callback that puts their answers back in place."""
+        kind = request.WhichOneof("request")
+        ids = _episode_ids(request)
+        positions = [i for i, episode_id in enumerate(ids) if episode_id in self._lost]
+        if not positions:
+            return request, on_reply
+        failure = self._lost[ids[positions[0]]]
+        full = _lost_reply(request, failure)
+        assert full is not None and kind is not None
+        if len(positions) == len(ids):
+            on_reply(full)
+            return None
+        alive = [i for i in range(len(ids)) if i not in set(positions)]
+        trimmed = env_pb2.SessionRequest()
+        if kind == "close":
+            trimmed.close.episode_ids.extend(ids[i] for i in alive)
+        else:
+            items = getattr(request, kind).episodes
+            getattr(trimmed, kind).episodes.extend(items[i] for i in alive)
+
+        def merge(outcome: env_pb2.SessionResponse | PalaestraError) -> None:
+            if isinstance(outcome, PalaestraError) or outcome.WhichOneof("response") != kind:
+                on_reply(outcome)
+                return
+            if kind == "close":
+                full.close.summaries.extend(outcome.close.summaries)
+            else:
+                part = getattr(outcome, kind).episodes
+                for position, result in zip(alive, part, strict=False):
+                    getattr(full, kind).episodes[position].CopyFrom(result)
+            on_reply(full)
+
+        return trimmed, merge
 
     async def _call(self, request: env_pb2.SessionRequest) -> env_pb2.SessionResponse:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -204,7 +323,18 @@ class AsyncClient:
             request.task.index = task
         elif isinstance(task, str):
             request.task.id = task
-        reply = await self._call(env_pb2.SessionRequest(open=request))
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout_s is None else loop.time() + self.timeout_s
+        while True:
+            try:
+                reply = await self._call(env_pb2.SessionRequest(open=request))
+                break
+            except StreamBroken as exc:
+                # Episodes of a broken stream are closed by the server, so opening again is safe.
+                retry = exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+                if not retry or self._closed or (deadline is not None and loop.time() > deadline):
+                    raise
+                await asyncio.sleep(0.2)
         return [wire.episode_step_from_proto(e) for e in reply.open.episodes]
 
     async def reset(
@@ -286,6 +416,9 @@ class AsyncClient:
     async def close(self, episode_ids: str | Sequence[str]) -> list[t.EpisodeSummary]:
         ids = [episode_ids] if isinstance(episode_ids, str) else list(episode_ids)
         reply = await self._call(env_pb2.SessionRequest(close=env_pb2.CloseRequest(episode_ids=ids)))
+        self._live.difference_update(ids)
+        for episode_id in ids:
+            self._lost.pop(episode_id, None)
         return [wire.summary_from_proto(s) for s in reply.close.summaries]
 
     async def episode(self, env_id: str, **open_args: Any) -> AsyncEpisode:
@@ -313,20 +446,72 @@ class AsyncClient:
         return reply
 
     async def _unary_call(self, method: Any, request: Any) -> Any:
+        if self._closed:
+            raise PalaestraError(grpc.StatusCode.CANCELLED, "the client is closed")
         try:
-            return await method(request, metadata=self.metadata or None)
+            return await method(request, metadata=self.metadata or None, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise PalaestraError(exc.code(), exc.details() or "") from None
 
     async def aclose(self) -> None:
+        """End the stream (the server closes its episodes) and the channel. Later calls raise CANCELLED."""
+        if self._closed:
+            return
+        self._closed = True
+        reader = self._reader
         if self._outbox is not None:
             self._outbox.put_nowait(None)
-        if self._reader is not None:
-            try:
-                await asyncio.wait_for(self._reader, timeout=5)
-            except (TimeoutError, asyncio.CancelledError):
-                self._reader.cancel()
+        if reader is not None:
+            # The stream ends once the server has read the end; a server that is gone gets 2 s.
+            done, _ = await asyncio.wait([reader], timeout=2)
+            if not done:
+                reader.cancel()
+                with contextlib.suppress(BaseException):
+                    await reader
         await self.channel.close()
+
+
+class StreamBroken(PalaestraError):
+    """The session stream ended before this request's reply came (the server restarted, died, drained)."""
+
+
+def _ignore(outcome: Any) -> None:
+    pass
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    host = host.removeprefix("ipv4:").removeprefix("ipv6:").removeprefix("dns:///")
+    return host in ("localhost", "::1") or host.startswith("127.") or host.startswith("unix:")
+
+
+def _episode_ids(request: env_pb2.SessionRequest) -> list[str]:
+    kind = request.WhichOneof("request")
+    if kind == "close":
+        return list(request.close.episode_ids)
+    if kind in ("step", "reset"):
+        return [item.episode_id for item in getattr(request, kind).episodes]
+    return []
+
+
+def _lost_reply(request: env_pb2.SessionRequest, failure: t.InfraFailure) -> env_pb2.SessionResponse | None:
+    """The answer for a step, reset or close of lost episodes: each ends with an infrastructure failure
+    (a close returns a summary saying so). None for other requests (an open may simply be retried)."""
+    kind = request.WhichOneof("request")
+    reply = env_pb2.SessionResponse(request_id=request.request_id)
+    proto_failure = types_pb2.InfraFailure(source=failure.source, message=failure.message)
+    if kind in ("step", "reset"):
+        episodes = getattr(reply, kind).episodes
+        for episode_id in _episode_ids(request):
+            episodes.add(episode_id=episode_id, done=True, infra_failure=proto_failure)
+        return reply
+    if kind == "close":
+        for episode_id in _episode_ids(request):
+            reply.close.summaries.add(
+                episode_id=episode_id, infra_failure=proto_failure, close_reason="connection_lost"
+            )
+        return reply
+    return None
 
 
 def _checked(reply: env_pb2.SessionResponse) -> env_pb2.SessionResponse:
@@ -392,19 +577,40 @@ class AsyncEpisode:
 
 
 class Client:
-    """The synchronous client: an `AsyncClient` driven on a private event loop thread."""
+    """The synchronous client: an `AsyncClient` driven on a private event loop thread.
+
+    Fork-safe: used in a child process after `fork`, it notices and builds a new loop and channel (the
+    parent's episodes stay the parent's). Start methods `spawn` and `forkserver` avoid the question.
+    """
 
     def __init__(self, address: str, **kwargs: Any) -> None:
+        self._address, self._kwargs = address, kwargs
+        self._closed = False
+        self._start()
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="palaestra-client", daemon=True)
         self._thread.start()
-        self.aio: AsyncClient = self._run(self._make(address, kwargs))
+        self.aio: AsyncClient = asyncio.run_coroutine_threadsafe(
+            self._make(self._address, self._kwargs), self._loop
+        ).result()
 
     @staticmethod
     async def _make(address: str, kwargs: dict[str, Any]) -> AsyncClient:
         return AsyncClient(address, **kwargs)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coro.close()
+            raise PalaestraError(grpc.StatusCode.CANCELLED, "the client is closed")
+        if self._pid != os.getpid():  # forked: the loop thread and the channel stayed in the parent
+            self._start()
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def __enter__(self) -> Client:
@@ -450,11 +656,15 @@ class Client:
         return self._run(self.aio.server_info())
 
     def close_client(self) -> None:
-        if not self._thread.is_alive():
+        """Close the stream and channel; later calls raise CANCELLED (they never hang)."""
+        if self._closed:
             return
-        self._run(self.aio.aclose())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        if self._pid == os.getpid() and self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                self._run(self.aio.aclose())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        self._closed = True
 
 
 class Episode:
