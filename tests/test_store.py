@@ -16,7 +16,7 @@ from palaestra.agents.client import Client
 from palaestra.plugins.tools.reference import scripted_policy
 from palaestra.server.app import ServerThread
 from palaestra.server.config import ConfigError, load_config
-from palaestra.store import StoreRecorder, StoreSettings, TrajectoryStore, export
+from palaestra.store import RunRecorder, StoreRecorder, StoreSettings, TrajectoryStore, export
 from palaestra.store.recorder import episode_row
 
 pytestmark = pytest.mark.timeout(120)
@@ -128,9 +128,10 @@ def test_exports_sft_and_preference_pairs(recorded: dict[str, Any], tmp_path: Pa
 
 
 def test_runs_tag_episodes_before_or_after_they_are_written(recorded: dict[str, Any]) -> None:
+    with RunRecorder(recorded["path"], kind="eval", model="tiny-llm", tags={"step": 100}) as recorder:
+        recorder.add([recorded["good"], "not-written-yet"])
+        run = recorder.run_id
     with TrajectoryStore(recorded["path"]) as store:
-        run = store.start_run("eval", model="tiny-llm", tags={"step": 100})
-        store.add_run_episodes(run, [recorded["good"], "not-written-yet"])
         assert [e["episode_id"] for e in store.episodes(run_id=run)] == [recorded["good"]]
         [listed] = [r for r in store.runs() if r["run_id"] == run]
         assert listed["model"] == "tiny-llm" and listed["tags"] == {"step": 100} and listed["episodes"] == 2
