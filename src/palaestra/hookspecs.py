@@ -45,11 +45,16 @@ def palaestra_register_sandbox_backends(registry: SandboxBackendRegistry) -> Non
 
 
 @hookspec
-def palaestra_episode_finished(summary: EpisodeSummary, trajectory: list[dict[str, Any]]) -> None:
+def palaestra_episode_finished(
+    summary: EpisodeSummary, trajectory: list[dict[str, Any]], info: dict[str, Any]
+) -> None:
     """Called once per episode after it closes, for recording or metrics.
 
-    ``trajectory`` lists the episode's steps as plain dicts (actions, rewards, components). Keep it fast:
-    it runs on the server's event loop. Exceptions are logged and ignored.
+    ``trajectory`` lists the episode's steps as plain dicts (step, time, env_seconds, actions, and per
+    agent: rewards, components, new messages, checklist items with evidence, legal actions, info).
+    ``info`` says how it was opened: seed, options, task, owner (who opened it), group (episodes of one
+    open request share it: a GRPO group), opened_at (Unix time). An implementation may take only some
+    of these arguments. Keep it fast: it runs on the server's event loop. Exceptions are logged and ignored.
     """
 
 
