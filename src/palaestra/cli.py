@@ -22,6 +22,8 @@ from palaestra.agents.client import Client, PalaestraError
 from palaestra.agents.policies import make_policy, renderer
 from palaestra.server.config import ConfigError, ServerConfig, load_config
 
+DEFAULT_STORE = "palaestra-trajectories.sqlite"  # where `palaestra serve` records episodes by default
+
 # Piped output (CI logs, files) gets a readable width instead of the 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 140)
 
@@ -29,6 +31,7 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 OPTIONAL_COMMANDS = (
     ("palaestra.agents.train_cli", "add_train_subcommands"),
     ("palaestra.plugins.games.cli", "add_games_subcommands"),
+    ("palaestra.store.cli", "add_store_subcommands"),
 )
 
 
@@ -60,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the environment server")
     _server_flags(serve)
+    serve.add_argument(
+        "--no-store", action="store_true", help=f"record no episodes (default: to {DEFAULT_STORE})"
+    )
     serve.set_defaults(handler=cmd_serve)
 
     envs = commands.add_parser("envs", help="list environments")
@@ -109,6 +115,8 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int)
     parser.add_argument("--plugin", action="append", default=[], help="extra plugin module (repeatable)")
     parser.add_argument("--disable-plugin", action="append", default=[], help="plugin to skip (repeatable)")
+    parser.add_argument("--store", help="record finished episodes in this SQLite file ([store] path)")
+    parser.add_argument("--dashboard-port", type=int, help="serve the web dashboard on this port (0: any)")
 
 
 def _target_flags(parser: argparse.ArgumentParser) -> None:
@@ -128,6 +136,10 @@ def _config_from(args: argparse.Namespace) -> ServerConfig:
     config = load_config(args.config, overrides)
     config.plugin_modules.extend(args.plugin)
     config.disabled_plugins.extend(args.disable_plugin)
+    if args.store:
+        config.store["path"] = args.store
+    if args.dashboard_port is not None:
+        config.dashboard.update(enabled=True, port=args.dashboard_port)
     return config
 
 
@@ -154,7 +166,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from palaestra.server.app import serve
 
     config = _config_from(args)
+    if not args.no_store:
+        config.store.setdefault("path", DEFAULT_STORE)
     console.print(f"palaestra {palaestra.__version__} serving on {config.address}")
+    if config.store.get("path"):
+        console.print(f"recording episodes to {config.store['path']}")
+    if config.dashboard.get("enabled") and config.dashboard.get("port", 8080):
+        dashboard_host = config.dashboard.get("host", "127.0.0.1")
+        console.print(f"dashboard on http://{dashboard_host}:{config.dashboard.get('port', 8080)}")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config))
     return 0
