@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from palaestra import types as t
 from palaestra.v1 import catalog_pb2, types_pb2
@@ -70,7 +70,24 @@ def struct_from_dict(data: Mapping[str, Any]) -> struct_pb2.Struct:
 
 
 def dict_from_struct(message: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(message) if message.fields else {}
+    """The Struct as plain Python values (numbers are floats, as the Struct holds them). Unlike
+    `json_format.MessageToDict` it keeps NaN and infinities, so validation can refuse them by name."""
+    return {key: _from_value(value) for key, value in message.fields.items()} if message.fields else {}
+
+
+def _from_value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return value.number_value
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return {key: _from_value(item) for key, item in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_from_value(item) for item in value.list_value.values]
+    return None
 
 
 def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:

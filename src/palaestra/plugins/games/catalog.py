@@ -43,9 +43,11 @@ log = logging.getLogger("palaestra.games")
 
 REWARD_SPECS = (
     RewardComponentSpec(OUTCOME, RewardKind.OUTCOME, "+1 win, -1 loss, 0 draw (or the game's own rewards)"),
-    RewardComponentSpec(ILLEGAL_MOVE, RewardKind.PENALTY, "-1 per illegal or unparsable move"),
-    RewardComponentSpec(MOVE_TIMEOUT, RewardKind.PENALTY, "-1 when a seat forfeits by running out of time"),
-    RewardComponentSpec(DISCONNECT, RewardKind.PENALTY, "-1 when a seat forfeits by disconnecting"),
+    RewardComponentSpec(ILLEGAL_MOVE, RewardKind.PENALTY, "-1 per illegal or unparsable move", -1, 0),
+    RewardComponentSpec(
+        MOVE_TIMEOUT, RewardKind.PENALTY, "-1 when a seat forfeits by running out of time", -1, 0
+    ),
+    RewardComponentSpec(DISCONNECT, RewardKind.PENALTY, "-1 when a seat forfeits by disconnecting", -1, 0),
 )
 
 
