@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import string
 import subprocess
 from pathlib import Path
@@ -18,7 +20,7 @@ from tokenizers import Tokenizer, decoders, models
 from transformers import PreTrainedTokenizerFast
 from transformers.utils import get_json_schema
 from trl import GRPOConfig, GRPOTrainer
-from trl.chat_template_utils import qwen3_chat_template
+from trl.chat_template_utils import add_response_schema, parse_response, qwen3_chat_template
 
 from palaestra.agents.client import Client
 from palaestra.agents.tiny import build_model
@@ -219,3 +221,23 @@ def test_grpo_trainer_runs_steps_on_palaestra_episodes(
             assert episode._episode.episode_id is None  # answered and closed
     tools = {tool.__name__ for tool in trainer.tools}
     assert tools == ({"python"} if env_id.endswith("tools") else set())
+
+
+def test_a_tool_call_parsed_by_trl_runs_on_the_server(server_address: str) -> None:
+    """What TRL's tool loop does with a generated call: parse it with the tokenizer's response schema,
+    then call the episode's method with the parsed arguments."""
+    tokenizer = add_response_schema(qwen_style_tokenizer())
+    with PalaestraEnvironment(server_address, "tools/shop") as environment:
+        episode = environment()
+        email = re.search(r"[a-z.]+@example\.com", episode.reset(seed=1)).group(0)  # type: ignore[union-attr]
+        call_json = json.dumps({"name": "find_customer", "arguments": {"email": email}})
+        text = f"<tool_call>\n{call_json}\n</tool_call><|im_end|>"
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        prefix = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+        [call] = parse_response(tokenizer, ids, prefix=prefix)["tool_calls"]
+        function = call["function"]
+        reply = getattr(episode, function["name"])(**function["arguments"])
+        assert email.split("@")[0].split(".")[0] in reply.lower()
+        assert episode.components.get("invalid_tool_call", 0.0) == 0.0
