@@ -173,7 +173,7 @@ def test_a_broken_reward_is_the_environments_bug(
 
 
 def test_the_catalog_carries_reward_specs_options_and_isolation(client: Client) -> None:
-    spec = client.describe("math/arithmetic")
+    spec = client.describe("math/arithmetic-tools")
     by_name = {c.name: c for c in spec.reward_components}
     assert (by_name["format"].kind, by_name["format"].low, by_name["format"].high) == (
         t.RewardKind.FORMAT,
@@ -184,6 +184,7 @@ def test_the_catalog_carries_reward_specs_options_and_isolation(client: Client) 
     assert spec.options_schema is not None and "difficulty" in spec.options_schema["properties"]
     assert spec.sandbox_profiles == ("python",) and spec.isolation.startswith("python: ")
     assert client.describe("echo/text").isolation.startswith("none")
+    assert client.describe("math/arithmetic").isolation.startswith("none")
     info = client.server_info()
     assert info.isolation["code/python"].startswith("python: ")
     assert info.isolation["gym/CartPole-v1"].startswith("none")

@@ -182,11 +182,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_envs(args: argparse.Namespace) -> int:
     with connect(args) as client:
         specs = client.list_envs(args.tag)
-    table = Table("id", "kind", "agents", "rewards", "plugin", "description")
+    table = Table(
+        "id", "kind", "agents", "rewards (kind, range)", "options", "isolation", "plugin", "description"
+    )
     for spec in specs:
-        rewards = ", ".join(f"{c.name} ({c.kind.name.lower()})" for c in spec.reward_components)
+        rewards = ", ".join(f"{c.name} ({c.kind.name.lower()}{_range(c)})" for c in spec.reward_components)
+        options = ", ".join(sorted((spec.options_schema or {}).get("properties", {}))) or (
+            "-" if spec.options_schema is not None else "(not declared)"
+        )
         table.add_row(
-            spec.id, spec.kind.name.lower(), ",".join(spec.agents), rewards, spec.plugin, spec.description
+            spec.id,
+            spec.kind.name.lower(),
+            ",".join(spec.agents),
+            rewards,
+            options,
+            escape(spec.isolation),
+            spec.plugin,
+            spec.description,
         )
     console.print(table)
     return 0
@@ -233,14 +245,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             task = progress.add_task(f"{args.env_id}", total=args.episodes)
             for index in range(args.episodes):
                 show = index < args.transcript
-                summaries.append(run_episode(client, spec, args.seed + index, options, args.policy, show))
+                summaries.append(
+                    run_episode(client, spec, args.seed + index, options, args.policy, show, args.plugins)
+                )
                 progress.advance(task)
     console.print(results_table(args.env_id, summaries))
     return 0 if all(s.infra_failure is None for s in summaries) else 1
 
 
 def run_episode(
-    client: Client, spec: t.EnvSpec, seed: int, options: dict[str, Any], policy_kind: str, show: bool
+    client: Client,
+    spec: t.EnvSpec,
+    seed: int,
+    options: dict[str, Any],
+    policy_kind: str,
+    show: bool,
+    plugins: Plugins,
 ) -> t.EpisodeSummary:
     policy_name, policy = make_policy(spec, seed, policy_kind)
     [step] = client.open(spec.id, seed=seed, options=options)
@@ -277,6 +297,14 @@ def show_step(step: t.EpisodeStep, render: Callable[[t.Observation], str] | None
         if render is not None and result.observation.tensor is not None and not result.observation.messages:
             console.print(f"[dim]{agent} sees[/dim]\n{escape(render(result.observation))}")
         if result.components:
+def _range(component: t.RewardComponentSpec) -> str:
+    if component.low is None and component.high is None:
+        return ""
+    low = "-inf" if component.low is None else f"{component.low:g}"
+    high = "inf" if component.high is None else f"{component.high:g}"
+    return f" {low}..{high}"
+
+
             parts = ", ".join(
                 f"{c.name}={c.value:g}"
                 + ("" if c.status is t.ComponentStatus.OK else f" \\[{c.status.name.lower()}]")

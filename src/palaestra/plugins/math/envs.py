@@ -152,8 +152,9 @@ class MathVariant:
             max_episode_steps=steps,
             num_tasks=0 if self.source.generate is not None else self.source.num_tasks,
             options_schema=OPTIONS_SCHEMA,
-            # Any math episode may turn its python tool on (`tools = true`), so each may lease one.
-            sandbox_profiles=(SANDBOX_PROFILE,),
+            # The tool variants lease a python sandbox (another variant opened with `tools = true` does
+            # too, but is listed without one: most of its episodes never lease).
+            sandbox_profiles=(SANDBOX_PROFILE,) if self.defaults.tools else (),
         )
 
 
