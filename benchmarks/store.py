@@ -3,6 +3,9 @@ store and one with a store, interleaved round by round in one process run.
 
     python benchmarks/store.py [--rounds 5] [--episodes 200] [--json results.json]
 
+A third server builds every step's trajectory entry but stores nothing: it separates the cost of
+recording on the event loop from the writer thread's.
+
 Workloads (each round, on each server):
 * echo: `--episodes` episodes of 4 steps, one step per message (the cheapest environment: the recording
   overhead - building each step's trajectory entry and queueing the episode - shows most here);
@@ -120,43 +123,45 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         plain = ServerThread(ServerConfig(port=0)).start()
         stored = ServerThread(ServerConfig(port=0, store={"path": str(Path(tmp) / "bench.sqlite")})).start()
+        # The middle case: trajectory entries built on every step, but nothing stores them (the cost of
+        # recording on the event loop alone, without the writer thread).
+        entries = ServerThread(ServerConfig(port=0)).start()
+        assert entries.server is not None
+        entries.server.runtime.record_trajectories = True
+        servers = [("without", plain), ("entries only", entries), ("with", stored)]
         try:
-            echo_round(plain.address, 20)  # warm-up: imports, first connections
-            echo_round(stored.address, 20)
-            tools_round(plain.address, 4)
-            tools_round(stored.address, 4)
+            for _, server in servers:  # warm-up: imports, first connections
+                echo_round(server.address, 20)
+                tools_round(server.address, 4)
             for round_ in range(args.rounds):
-                for name, server in (
-                    (("without", plain), ("with", stored))
-                    if round_ % 2
-                    else (
-                        ("with", stored),
-                        ("without", plain),
-                    )
-                ):
+                order = servers[round_ % 3 :] + servers[: round_ % 3]  # each goes first in turn
+                for name, server in order:
                     rows.setdefault(f"echo {name}", []).append(echo_round(server.address, args.episodes))
                     rows.setdefault(f"tools {name}", []).append(
                         tools_round(server.address, args.tool_episodes)
                     )
             throughput = writer_throughput(stored)
         finally:
-            plain.stop()
-            stored.stop()
+            for _, server in servers:
+                server.stop()
     results: dict[str, Any] = {"rounds": args.rounds, "writer_episodes_per_s": round(throughput)}
-    print(f"{'workload':<16} {'p50 step us':>12} {'steps/s':>10}   (median of {args.rounds} rounds)")
+    print(f"{'workload':<20} {'p50 step us':>12} {'steps/s':>10}   (median of {args.rounds} rounds)")
     for name, values in rows.items():
         p50 = statistics.median(v[0] for v in values)
         rate = statistics.median(v[1] for v in values)
         results[name] = {"p50_us": round(p50, 1), "steps_per_s": round(rate, 1)}
-        print(f"{name:<16} {p50:>12.1f} {rate:>10.1f}")
+        print(f"{name:<20} {p50:>12.1f} {rate:>10.1f}")
     for workload in ("echo", "tools"):
-        ratios = [
-            w[0] / wo[0] for w, wo in zip(rows[f"{workload} with"], rows[f"{workload} without"], strict=True)
-        ]
-        results[f"{workload}_p50_ratio"] = round(statistics.median(ratios), 3)
-        print(
-            f"{workload}: p50 with store / without = {statistics.median(ratios):.3f} (median of round ratios)"
-        )
+        for name in ("entries only", "with"):
+            ratios = [
+                w[0] / wo[0]
+                for w, wo in zip(rows[f"{workload} {name}"], rows[f"{workload} without"], strict=True)
+            ]
+            key = f"{workload}_p50_ratio" + ("_entries_only" if name == "entries only" else "")
+            results[key] = round(statistics.median(ratios), 3)
+            print(
+                f"{workload}: p50 {name} / without = {statistics.median(ratios):.3f} (median of round ratios)"
+            )
     print(f"writer: {throughput:.0f} tools/shop episodes/s recorded (batched, in its own thread)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

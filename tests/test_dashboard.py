@@ -80,7 +80,7 @@ def test_read_endpoints(dashboard: tuple[ServerThread, str]) -> None:
             assert catalog["tools/shop"]["action_space"]["kind"] == "chat"
             live = http.get("/api/live").json()
             assert [e["episode_id"] for e in live] == [open_one.episode_id]
-            assert live[0]["env_id"] == "echo" and live[0]["steps"] == 0
+            assert live[0]["env_id"] == "echo" and live[0]["steps"] == 0 and live[0]["principal"] == "default"
             [recorded] = http.get("/api/episodes", params={"env_id": "echo"}).json()
             assert recorded["episode_id"] == done.episode_id and "trajectory" not in recorded
             episode = http.get(f"/api/episodes/{done.episode_id}").json()

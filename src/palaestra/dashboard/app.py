@@ -98,9 +98,8 @@ class Dashboard:
         """token -> principal name; empty when the server takes no token."""
         config = self.server.config
         tokens = {config.auth_token: "default"} if config.auth_token else {}
-        for name, principal in (getattr(config, "principals", None) or {}).items():
-            resolve = getattr(principal, "resolved_token", None)
-            token = resolve() if callable(resolve) else getattr(principal, "token", "")
+        for name, principal in config.principals.items():
+            token = principal.resolved_token()
             if token:
                 tokens[token] = name
         return tokens
@@ -250,6 +249,7 @@ class Dashboard:
                     "episode_id": episode.id,
                     "env_id": episode.spec.id,
                     "owner": episode.owner,
+                    "principal": episode.principal,
                     "played_here": episode.id in self._played,
                     "steps": episode.steps,
                     "age_s": now - episode.opened_at,

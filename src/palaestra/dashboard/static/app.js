@@ -101,12 +101,12 @@ async function viewLive() {
   const render = async () => {
     const live = await api("live");
     const rows = live.map(e => h("tr", {},
-      h("td", {}, e.episode_id.slice(0, 12)), h("td", {}, e.env_id), h("td", {}, e.owner),
+      h("td", {}, e.episode_id.slice(0, 12)), h("td", {}, e.env_id), h("td", {title: e.owner}, e.principal || e.owner),
       h("td", {class: "num"}, e.steps), h("td", {}, Object.entries(e.returns).map(([a, r]) => `${a}: ${fmt(r)}`).join(", ")),
       h("td", {class: "num"}, fmt(e.age_s, 1)), h("td", {class: "num"}, fmt(e.idle_s, 1)),
       h("td", {}, e.infra_failure ? badge("infra failure", "infra") : e.finished ? badge("finished", "ok") : e.played_here ? badge("played here", "") : "")));
     show(h("h1", {}, `Live episodes (${live.length})`), h("p", {class: "muted"}, "Open episodes on the server; refreshed every 2 s."),
-      table(["episode", "environment", "owner", "steps#", "returns", "age s#", "idle s#", "state"], rows, {id: "live"}));
+      table(["episode", "environment", "who", "steps#", "returns", "age s#", "idle s#", "state"], rows, {id: "live"}));
   };
   await render();
   refreshTimer = setInterval(() => render().catch(failure), 2000);
