@@ -18,6 +18,8 @@ from palaestra.server.app import ServerThread
 from palaestra.server.config import ServerConfig
 
 IN_CI = os.environ.get("CI") == "true"
+# Strict plugins in the tests (and CI): a plugin that fails to import or register fails the run.
+os.environ.setdefault("PALAESTRA_STRICT_PLUGINS", "1")
 
 
 @pytest.fixture(scope="session")

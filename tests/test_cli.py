@@ -61,10 +61,12 @@ def test_serve_subprocess_envs_plugins_and_run(served: str) -> None:
     listing = _cli("envs", "--address", served)
     assert listing.returncode == 0 and "gym/CartPole-v1" in listing.stdout
     plugins = _cli("plugins", "--address", served)
-    assert "echo" in plugins.stdout and "palaestra.v1" in plugins.stdout
-    run = _cli("run", "echo/text", "--episodes", "3", "--address", served)
+    assert plugins.returncode == 0 and "palaestra.v1" in plugins.stdout
+    [echo] = [line for line in plugins.stdout.splitlines() if line.startswith("│ echo")]
+    assert "loaded" in echo
+    run = _cli("run", "echo", "--episodes", "3", "--address", served)
     assert run.returncode == 0
-    assert "You said" in run.stdout and "echo/text results" in run.stdout and "said_word=1" in run.stdout
+    assert "You said" in run.stdout and "echo results" in run.stdout and "said_word=1" in run.stdout
 
 
 def test_run_embedded_server_with_random_policy() -> None:
@@ -74,8 +76,31 @@ def test_run_embedded_server_with_random_policy() -> None:
 
 def test_version_and_config_errors() -> None:
     assert _cli("--version").stdout.startswith("palaestra 0.1.0")
-    bad = _cli("envs", "--port", "99999")
+    bad = _cli("serve", "--port", "99999")
     assert bad.returncode == 2 and "between 0 and 65535" in bad.stdout
+
+
+def test_no_flag_is_silently_ignored() -> None:
+    """--port means nothing to the embedded server, server flags nothing with --address, client flags
+    nothing without it: each is refused, saying why."""
+    port = _cli("run", "echo", "--port", "50051", *QUIET)
+    assert port.returncode == 2 and "--host/--port apply to `palaestra serve`" in port.stdout
+    remote = _cli("envs", "--address", "127.0.0.1:1", "--max-episodes", "3")
+    assert remote.returncode == 2 and "--max-episodes configure the embedded server" in remote.stdout
+    token = _cli("envs", "--token", "x", *QUIET)
+    assert token.returncode == 2 and "--token and --tls-ca are for a server at --address" in token.stdout
+
+
+def test_one_flag_vocabulary() -> None:
+    """Every command that talks to a server takes --address, --token and --tls-ca; none takes --server."""
+    for command in (["envs"], ["plugins"], ["run", "echo"], ["train", "grpo", "--env", "echo"]):
+        helped = _cli(*command, "--help")
+        assert helped.returncode == 0, command
+        for flag in ("--address", "--token", "--tls-ca"):
+            assert flag in helped.stdout, (command, flag)
+        assert "--server" not in helped.stdout, command
+    train = _cli("train", "ppo", "--env", "gym/CartPole-v1", "--token", "x")
+    assert train.returncode != 0 and "--token and --tls-ca are for a server at --address" in train.stderr
 
 
 def test_games_tournament_and_leaderboard(tmp_path: Path) -> None:

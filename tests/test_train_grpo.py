@@ -19,7 +19,7 @@ from palaestra.agents.rollout import EpisodeRollout
 from palaestra.agents.sft import supervised_warmup
 from palaestra.agents.tiny import build_model, build_tokenizer
 from palaestra.agents.tokens import Transcript
-from palaestra.agents.train_cli import scripted_examples
+from palaestra.agents.train_runs import scripted_examples
 from palaestra.plugins.echo import WORDS
 from palaestra.types import RewardComponent, RewardKind
 

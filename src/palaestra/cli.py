@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -19,46 +18,86 @@ from rich.table import Table
 import palaestra
 from palaestra import types as t
 from palaestra.agents.client import Client, PalaestraError
-from palaestra.agents.policies import make_policy, renderer
+from palaestra.agents.evaluate import add_eval_arguments, run_eval_command
+from palaestra.agents.policies import NoScriptedPolicy, make_policy, renderer
+from palaestra.agents.train_cli import add_train_subcommands
+from palaestra.pluginmanager import PluginError, Plugins, client_plugins
 from palaestra.server.config import ConfigError, ServerConfig, load_config
+from palaestra.store.cli import add_store_subcommands
 
 DEFAULT_STORE = "palaestra-trajectories.sqlite"  # where `palaestra serve` records episodes by default
 
 # Piped output (CI logs, files) gets a readable width instead of the 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 140)
 
-# Subcommands contributed by optional parts: (module, function adding the subparser).
-OPTIONAL_COMMANDS = (
-    ("palaestra.agents.train_cli", "add_train_subcommands"),
-    ("palaestra.plugins.games.cli", "add_games_subcommands"),
-    ("palaestra.store.cli", "add_store_subcommands"),
-)
+
+class UsageError(Exception):
+    """Flags that do not go together (e.g. --port for the embedded server, which would ignore it)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    early = _early_flags(argv)
     logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(name)s %(message)s"
+        level=getattr(logging, early.log_level.upper()), format="%(asctime)s %(name)s %(message)s"
     )
+    try:
+        plugins = _client_plugins(early)
+    except (PluginError, ConfigError) as exc:
+        console.print(f"[red]plugin error:[/red] {escape(str(exc))}")
+        return 2
+    parser = build_parser(plugins)
+    args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
     try:
         result: int = args.handler(args)
         return result
-    except ConfigError as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
+    except (ConfigError, PluginError) as exc:
+        console.print(f"[red]configuration error:[/red] {escape(str(exc))}")
+        return 2
+    except (UsageError, NoScriptedPolicy) as exc:
+        console.print(f"[red]usage error:[/red] {escape(str(exc))}")
         return 2
     except PalaestraError as exc:
-        console.print(f"[red]server refused:[/red] {exc}")
+        console.print(f"[red]server refused:[/red] {escape(str(exc))}")
         return 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _early_flags(argv: Sequence[str]) -> argparse.Namespace:
+    """The flags needed before the parser exists: logging, and which plugins contribute to it."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    early.add_argument("--config")
+    early.add_argument("--plugin", action="append", default=[])
+    early.add_argument("--disable-plugin", action="append", default=[])
+    return early.parse_known_args(argv)[0]
+
+
+def _client_plugins(early: argparse.Namespace) -> Plugins:
+    """The client-side plugin hooks (subcommands, scripted agents, text drawings) of every installed
+    plugin and of the --plugin / [plugins] modules, honouring disabled plugins."""
+    modules, disabled = list(early.plugin), list(early.disable_plugin)
+    if early.config:
+        config = load_config(early.config)
+        modules += config.plugin_modules
+        disabled += config.disabled_plugins
+    return client_plugins(modules, disabled)
+
+
+def build_parser(plugins: Plugins | None = None) -> argparse.ArgumentParser:
+    """The `palaestra` parser: the built-in commands plus those the plugins add (`palaestra_cli_commands`)."""
+    plugins = plugins if plugins is not None else client_plugins()
     parser = argparse.ArgumentParser(prog="palaestra", description=palaestra.__doc__)
+    parser.set_defaults(plugins=plugins)
     parser.add_argument("--version", action="version", version=f"palaestra {palaestra.__version__}")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    # Also accepted before any command (e.g. for a plugin's own subcommand): `palaestra --plugin M cmd`.
+    parser.add_argument("--plugin", dest="global_plugin", action="append", default=[], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--disable-plugin", dest="global_disable_plugin", action="append", default=[], help=argparse.SUPPRESS
+    )
     commands = parser.add_subparsers(title="commands")
 
     serve = commands.add_parser("serve", help="run the environment server")
@@ -73,9 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     envs.add_argument("--tag", action="append", default=[], help="only environments with this tag")
     envs.set_defaults(handler=cmd_envs)
 
-    plugins = commands.add_parser("plugins", help="list loaded plugins")
-    _target_flags(plugins)
-    plugins.set_defaults(handler=cmd_plugins)
+    plugins_command = commands.add_parser("plugins", help="list plugins: loaded, unavailable and failed")
+    _target_flags(plugins_command)
+    plugins_command.set_defaults(handler=cmd_plugins)
 
     run = commands.add_parser("run", help="run episodes with a scripted or random agent and show the results")
     run.add_argument("env_id")
@@ -86,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--transcript", type=int, default=1, help="print the messages of this many episodes")
     _target_flags(run)
     run.set_defaults(handler=cmd_run)
+
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a model (an OpenAI-compatible server, or vLLM in-process) on environments"
+    )
+    add_eval_arguments(evaluate)
+    _target_flags(evaluate)
+    evaluate.set_defaults(handler=cmd_eval)
 
     sandbox = commands.add_parser("sandbox", help="sandbox images")
     sandbox_commands = sandbox.add_subparsers(title="sandbox commands")
@@ -100,9 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild images that exist")
     build.set_defaults(handler=cmd_sandbox_build)
 
-    for module_name, function in OPTIONAL_COMMANDS:
-        with contextlib.suppress(ImportError):
-            getattr(importlib.import_module(module_name), function)(commands)
+    add_train_subcommands(commands)
+    add_store_subcommands(commands)
+    plugins.hook.palaestra_cli_commands(commands=commands)
     return parser
 
 
@@ -120,9 +166,34 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _target_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", help="a running server (default: start an embedded one)")
-    parser.add_argument("--token", help="bearer token for the server")
+    add_client_flags(parser)
     _server_flags(parser)
+
+
+def add_client_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of every command that talks to a server: one vocabulary across the CLI."""
+    parser.add_argument("--address", help="a running server host:port (default: start an embedded one)")
+    parser.add_argument("--token", help="bearer token for the server at --address")
+    parser.add_argument("--tls-ca", help="PEM root certificate: connect to --address over TLS")
+
+
+# Flags that configure the embedded server: with --address there is no embedded server to configure.
+EMBEDDED_ONLY = ("config", "max_episodes", "auth_token", "metrics_port")
+
+
+def check_target_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that would be silently ignored."""
+    if getattr(args, "host", None) is not None or getattr(args, "port", None) is not None:
+        raise UsageError(
+            "--host/--port apply to `palaestra serve`; the embedded server listens on a free loopback "
+            "port. To use a server on a chosen port, start `palaestra serve --port N` and pass --address."
+        )
+    if args.address:
+        given = [f"--{name.replace('_', '-')}" for name in EMBEDDED_ONLY if getattr(args, name, None)]
+        if given:
+            raise UsageError(f"{', '.join(given)} configure the embedded server, which --address replaces")
+    elif args.token or args.tls_ca:
+        raise UsageError("--token and --tls-ca are for a server at --address (embedded: --auth-token)")
 
 
 def _config_from(args: argparse.Namespace) -> ServerConfig:
@@ -134,8 +205,8 @@ def _config_from(args: argparse.Namespace) -> ServerConfig:
         "metrics_port": args.metrics_port,
     }
     config = load_config(args.config, overrides)
-    config.plugin_modules.extend(args.plugin)
-    config.disabled_plugins.extend(args.disable_plugin)
+    config.plugin_modules.extend([*args.global_plugin, *args.plugin])
+    config.disabled_plugins.extend([*args.global_disable_plugin, *args.disable_plugin])
     if args.store:
         config.store["path"] = args.store
     if args.dashboard_port is not None:
@@ -146,14 +217,15 @@ def _config_from(args: argparse.Namespace) -> ServerConfig:
 @contextlib.contextmanager
 def connect(args: argparse.Namespace) -> Iterator[Client]:
     """A client for --address, or for an embedded server started for this command."""
+    check_target_flags(args)
     if args.address:
-        with Client(args.address, token=args.token) as client:
+        with Client(args.address, token=args.token, tls_root_cert=args.tls_ca) as client:
             yield client
         return
     from palaestra.server.app import ServerThread
 
     config = _config_from(args)
-    config.port = 0
+    config.port = 0  # a free port on loopback: the embedded server is this command's alone
     config.host = "127.0.0.1"
     with ServerThread(config) as server, Client(server.address, token=config.auth_token or None) as client:
         yield client
@@ -177,6 +249,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config))
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    check_target_flags(args)
+    if args.address:
+        return run_eval_command(args, args.address, args.token, args.tls_ca)
+    from palaestra.server.app import ServerThread
+
+    config = _config_from(args)
+    config.port = 0  # a free port on loopback: the embedded server is this command's alone
+    config.host = "127.0.0.1"
+    with ServerThread(config) as server:
+        return run_eval_command(args, server.address, config.auth_token or None)
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
@@ -204,15 +289,34 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _range(component: t.RewardComponentSpec) -> str:
+    if component.low is None and component.high is None:
+        return ""
+    low = "-inf" if component.low is None else f"{component.low:g}"
+    high = "inf" if component.high is None else f"{component.high:g}"
+    return f" {low}..{high}"
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
+    """The server's plugins, with the unavailable and failed ones and why; exit 1 if any failed."""
+    from palaestra.v1 import catalog_pb2
+
     with connect(args) as client:
         info = client.server_info()
-    table = Table("plugin", "version", "environments")
+    table = Table("plugin", "version", "state", "environments", "error")
     for plugin in info.plugins:
-        table.add_row(plugin.name, plugin.version, str(len(plugin.environments)))
+        state = catalog_pb2.PluginState.Name(plugin.state).removeprefix("PLUGIN_STATE_").lower()
+        colour = {"loaded": "green", "unavailable": "yellow"}.get(state, "red")
+        table.add_row(
+            plugin.name,
+            plugin.version,
+            f"[{colour}]{state}[/{colour}]",
+            str(len(plugin.environments)),
+            escape(plugin.error),
+        )
     console.print(f"protocol {info.protocol_version}, server {info.server_version}")
     console.print(table)
-    return 0
+    return 1 if any(p.state == catalog_pb2.PLUGIN_STATE_FAILED for p in info.plugins) else 0
 
 
 def cmd_sandbox_build(args: argparse.Namespace) -> int:
@@ -262,9 +366,9 @@ def run_episode(
     show: bool,
     plugins: Plugins,
 ) -> t.EpisodeSummary:
-    policy_name, policy = make_policy(spec, seed, policy_kind)
+    policy_name, policy = make_policy(spec, seed, policy_kind, plugins)
     [step] = client.open(spec.id, seed=seed, options=options)
-    render = renderer(spec)
+    render = renderer(plugins, spec)
     if show:
         console.rule(f"{spec.id} seed {seed} - {policy_name} agent")
         show_step(step, render)
@@ -290,21 +394,15 @@ def describe_action(action: t.Action) -> str:
     return str(action.text if action.text is not None else action.discrete)
 
 
-def show_step(step: t.EpisodeStep, render: Callable[[t.Observation], str] | None = None) -> None:
+def show_step(step: t.EpisodeStep, render: Callable[[t.Observation], str | None] | None = None) -> None:
     for agent, result in step.agents.items():
         for message in result.observation.messages:
             console.print(f"[dim]{message.role}[/dim] {escape(message.content)}")
         if render is not None and result.observation.tensor is not None and not result.observation.messages:
-            console.print(f"[dim]{agent} sees[/dim]\n{escape(render(result.observation))}")
+            drawing = render(result.observation)
+            if drawing is not None:
+                console.print(f"[dim]{agent} sees[/dim]\n{escape(drawing)}")
         if result.components:
-def _range(component: t.RewardComponentSpec) -> str:
-    if component.low is None and component.high is None:
-        return ""
-    low = "-inf" if component.low is None else f"{component.low:g}"
-    high = "inf" if component.high is None else f"{component.high:g}"
-    return f" {low}..{high}"
-
-
             parts = ", ".join(
                 f"{c.name}={c.value:g}"
                 + ("" if c.status is t.ComponentStatus.OK else f" \\[{c.status.name.lower()}]")

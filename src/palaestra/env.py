@@ -10,16 +10,27 @@ Two flavours share one shape:
   `runs_inline = True` to skip the thread hop.
 * `AsyncEnv` - coroutines, for environments that wait on sandboxes, verifiers or HTTP judges.
 
+Both are abstract base classes: a subclass that lacks `reset` or `step` cannot be instantiated (and
+registering such a class as a factory is refused), and an `Env` with `async def step` (or an `AsyncEnv`
+with a plain `def step`) is refused when the class is defined.
+
 Both return `StepResult`: per-agent observations, reward components, checklist results and
-terminated/truncated flags. Raise `InvalidAction` for an action the environment cannot accept (the
-client gets INVALID_ARGUMENT and the episode goes on); raise `InfraError` (or let any other exception
-escape) when the infrastructure failed - the episode then ends with an infrastructure failure, which is
-never reported as a reward.
+terminated/truncated flags.
+
+The scalar reward, one rule: an `AgentResult` with `components` has as its reward the weighted sum of
+the components that were computed (status OK); leave `AgentResult.reward` unset. A `reward` that differs
+from that sum is refused as a broken reward contract (the episode ends with an infrastructure failure of
+the environment). `reward` alone, without components, is for classic RL environments.
+
+Raise `InvalidAction` for an action the environment cannot accept (the client gets INVALID_ARGUMENT and
+the episode goes on); raise `InfraError` (or let any other exception escape) when the infrastructure
+failed - the episode then ends with an infrastructure failure, which is never reported as a reward.
 """
 
 from __future__ import annotations
 
 import abc
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -62,9 +73,21 @@ class EnvContext:
     llm: Mapping[str, ChatEndpoint] = field(default_factory=dict)
 
 
-class _EnvBase:
+class _EnvBase(abc.ABC):  # noqa: B024 - the abstract methods are declared by Env and AsyncEnv
     # True for environments cheap enough to run on the event loop (no I/O, microseconds per step).
     runs_inline: ClassVar[bool] = False
+    _coroutines: ClassVar[bool] = False  # whether reset/step/close are coroutine functions
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        base = "AsyncEnv" if cls._coroutines else "Env"
+        for name in ("reset", "step", "close"):
+            method = inspect.getattr_static(cls, name, None)
+            if callable(method) and inspect.iscoroutinefunction(method) is not cls._coroutines:
+                wanted = "async def" if cls._coroutines else "def (not async def)"
+                raise TypeError(
+                    f"{cls.__qualname__}.{name} must be `{wanted}`: {cls.__qualname__} is an {base}"
+                )
 
 
 class Env(_EnvBase):
@@ -82,6 +105,8 @@ class Env(_EnvBase):
 
 class AsyncEnv(_EnvBase):
     """An asynchronous environment, for work that waits (sandboxes, verifiers, judges)."""
+
+    _coroutines = True
 
     @abc.abstractmethod
     async def reset(

@@ -4,22 +4,37 @@ A plugin is a module (or object) with functions named like these, decorated with
 `palaestra.hookimpl`. It is found through the `palaestra.plugins` entry-point group, `--plugin MODULE`,
 or the `[plugins] modules` config list. Built-in plugins are registered the same way.
 
-Every hook is optional. A plugin only implements what it contributes.
+Every hook is optional. A plugin only implements what it contributes. A function decorated with
+`hookimpl` whose name is not one of these hooks is refused: the plugin is reported as failed.
+
+Server side: the ``palaestra_register_*`` hooks and the lifecycle hooks. Client side (``palaestra run``,
+``palaestra train`` and other tools, in the client's process): ``palaestra_scripted_policy``,
+``palaestra_render_text`` and ``palaestra_cli_commands``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import argparse
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
     from palaestra.registry import EnvRegistry, RewardRegistry, SandboxBackendRegistry
-    from palaestra.types import EpisodeSummary
+    from palaestra.types import Action, EnvSpec, EpisodeStep, EpisodeSummary, Observation
 
 hookspec = pluggy.HookspecMarker("palaestra")
 hookimpl = pluggy.HookimplMarker("palaestra")
+
+# A scripted agent: called with the latest step of its episode, returns the actions to send.
+ScriptedPolicy = Callable[["EpisodeStep"], "Mapping[str, Action]"]
+
+
+class PluginUnavailable(Exception):
+    """Raise it (at import, or from a registration hook) when the plugin cannot serve on this install
+    for a reason that is not a fault, e.g. an optional extra is not installed. The message says what to
+    install. The plugin is listed as unavailable and serves nothing; strict plugins do not make it fatal."""
 
 
 @hookspec
@@ -66,3 +81,25 @@ def palaestra_server_started(address: str, environments: list[str]) -> None:
 @hookspec
 def palaestra_server_stopping() -> None:
     """Called when the server begins its graceful shutdown."""
+
+
+# ---------------------------------------------------------------- client side
+
+
+@hookspec(firstresult=True)
+def palaestra_scripted_policy(spec: EnvSpec, seed: int | None) -> ScriptedPolicy | None:
+    """A scripted (reference) agent for one episode of ``spec``, or None when this plugin has none for
+    it. ``palaestra run`` uses the first one offered, else a random agent; ``palaestra train`` uses it for
+    warm-up examples. Decide by ``spec.id`` (or ``spec.plugin``): every plugin is asked."""
+
+
+@hookspec(firstresult=True)
+def palaestra_render_text(spec: EnvSpec, observation: Observation) -> str | None:
+    """A text drawing of a tensor observation (e.g. a game board) for ``palaestra run``, or None."""
+
+
+@hookspec
+def palaestra_cli_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add subcommands to ``palaestra``: ``parser = commands.add_parser(name, help=...)``, then
+    ``parser.set_defaults(handler=fn)`` where ``fn(args: argparse.Namespace) -> int`` is the exit code.
+    Runs whenever ``palaestra`` builds its parser, so import heavy modules inside the handler."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator, Sequence
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +87,9 @@ class EnvRegistry:
                 f"plugin {self._current_plugin[0]!r} cannot register it again"
             )
         check_spec(spec)
+        if inspect.isclass(factory) and inspect.isabstract(factory):
+            missing = ", ".join(sorted(getattr(factory, "__abstractmethods__", ())))
+            raise RegistrationError(f"{spec.id}: {factory.__qualname__} does not implement {missing}")
         plugin, version = self._current_plugin
         if plugin and not spec.plugin:
             spec = replace(spec, plugin=plugin, plugin_version=version)
@@ -116,6 +120,11 @@ class EnvRegistry:
                     self._entries[env_id] = EnvRegistration(spec=spec, factory=factory)
                     return self._entries[env_id]
         raise UnknownEnvironment(env_id, sorted(self._entries), prefixes=sorted(self._resolvers))
+
+    def discard_plugin(self, plugin: str) -> None:
+        """Remove every environment and resolver a plugin added (its registration failed part-way)."""
+        self._entries = {k: v for k, v in self._entries.items() if v.spec.plugin != plugin}
+        self._resolvers = {k: v for k, v in self._resolvers.items() if v[1] != plugin}
 
     def __contains__(self, env_id: object) -> bool:
         return env_id in self._entries
@@ -159,6 +168,10 @@ class RewardRegistry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def discard(self, names: Iterable[str]) -> None:
+        for name in names:
+            self._entries.pop(name, None)
+
 
 SandboxBackendFactory = Callable[[dict[str, Any]], "SandboxBackend"]
 
@@ -181,3 +194,7 @@ class SandboxBackendRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def discard(self, names: Iterable[str]) -> None:
+        for name in names:
+            self._entries.pop(name, None)

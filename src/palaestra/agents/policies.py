@@ -1,33 +1,27 @@
 """Policies that need no model: random play and the plugins' scripted reference agents.
 
 `palaestra run` uses them to show an environment working end to end. A policy is made per episode
-(`make_policy(spec, seed)`) and called with the latest `EpisodeStep`; it returns the actions to send.
-Plugins offer a scripted agent by exposing `make_scripted_policy(env_id, seed)` in their module (or, for the
-built-in plugins, in the module named in SCRIPTED_AGENTS); it may return None for ids it has no agent for.
+(`make_policy(spec, seed, kind, plugins)`) and called with the latest `EpisodeStep`; it returns the
+actions to send. Plugins offer scripted agents through the `palaestra_scripted_policy` hook and text
+drawings of tensor observations through `palaestra_render_text` (see palaestra.hookspecs); `plugins` is
+the client-side plugin manager (`palaestra.pluginmanager.client_plugins()`).
 """
 
 from __future__ import annotations
 
-import importlib
 import random
 from collections.abc import Callable, Mapping
-from importlib.metadata import entry_points
-from typing import Any
 
 import numpy as np
 
 from palaestra import types as t
+from palaestra.pluginmanager import Plugins
 
 Policy = Callable[[t.EpisodeStep], Mapping[str, t.Action]]
 
-# Environment id prefix -> module offering make_scripted_policy(env_id, seed) -> Policy | None.
-SCRIPTED_AGENTS = {
-    "echo/": "palaestra.plugins.echo",
-    "code/": "palaestra.plugins.code.reference",
-    "math/": "palaestra.plugins.math.reference",
-    "games/": "palaestra.plugins.games.reference",
-    "tools/": "palaestra.plugins.tools.reference",
-}
+
+class NoScriptedPolicy(LookupError):
+    """`kind="scripted"` was asked for an environment no installed plugin has a scripted agent for."""
 
 
 def random_action(space: t.Space, result: t.AgentResult, rng: random.Random) -> t.Action:
@@ -78,37 +72,32 @@ def random_policy(spec: t.EnvSpec, seed: int | None = None) -> Policy:
     return act
 
 
-def _plugin_helper(spec: t.EnvSpec, attribute: str) -> Any:
-    """`attribute` from the module that offers helpers for this environment's plugin, if any."""
-    module_names = [name for prefix, name in SCRIPTED_AGENTS.items() if spec.id.startswith(prefix)]
-    module_names += [ep.value for ep in entry_points(group="palaestra.plugins") if ep.name == spec.plugin]
-    for module_name in module_names:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        if hasattr(module, attribute):
-            return getattr(module, attribute)
-    return None
+def scripted_policy(plugins: Plugins, spec: t.EnvSpec, seed: int | None = None) -> Policy | None:
+    """The first scripted agent a plugin offers for this environment, or None."""
+    policy: Policy | None = plugins.hook.palaestra_scripted_policy(spec=spec, seed=seed)
+    return policy
 
 
-def scripted_policy(spec: t.EnvSpec, seed: int | None = None) -> Policy | None:
-    """The plugin's scripted agent, or None (it may also decline environments it cannot play)."""
-    make = _plugin_helper(spec, "make_scripted_policy")
-    return make(spec.id, seed) if make is not None else None  # type: ignore[no-any-return]
+def renderer(plugins: Plugins, spec: t.EnvSpec) -> Callable[[t.Observation], str | None]:
+    """Draws a tensor observation as text through the plugins' `palaestra_render_text` (None: no drawing)."""
+
+    def render(observation: t.Observation) -> str | None:
+        text: str | None = plugins.hook.palaestra_render_text(spec=spec, observation=observation)
+        return text
+
+    return render
 
 
-def renderer(spec: t.EnvSpec) -> Callable[[t.Observation], str] | None:
-    """The plugin's `render_text(observation)`, for showing tensor observations (e.g. game boards)."""
-    return _plugin_helper(spec, "render_text")  # type: ignore[no-any-return]
-
-
-def make_policy(spec: t.EnvSpec, seed: int | None = None, kind: str = "auto") -> tuple[str, Policy]:
+def make_policy(spec: t.EnvSpec, seed: int | None, kind: str, plugins: Plugins) -> tuple[str, Policy]:
     """('scripted' | 'random', policy): the scripted agent where one exists (unless kind='random')."""
     if kind in ("auto", "scripted"):
-        policy = scripted_policy(spec, seed)
+        policy = scripted_policy(plugins, spec, seed)
         if policy is not None:
             return "scripted", policy
         if kind == "scripted":
-            raise ValueError(f"no scripted agent for {spec.id}")
+            loaded = ", ".join(sorted(plugins.loaded)) or "none"
+            raise NoScriptedPolicy(
+                f"no installed plugin offers a scripted agent for {spec.id} (plugins asked: {loaded}); "
+                "use --policy random, or implement palaestra_scripted_policy in the plugin"
+            )
     return "random", random_policy(spec, seed)

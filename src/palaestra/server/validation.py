@@ -231,6 +231,13 @@ def check_result(spec: t.EnvSpec, result: t.StepResult) -> str | None:
             why = _check_components(spec, agent_result.components)
             if why:
                 return f"agent {agent!r}: {why}"
+            # The scalar reward rule (palaestra.env): with components, the reward IS their weighted sum.
+            total = t.total_reward(agent_result.components)
+            if reward is not None and not math.isclose(reward, total, rel_tol=1e-9, abs_tol=1e-12):
+                return (
+                    f"agent {agent!r}: reward {reward} differs from the weighted sum of its components "
+                    f"({total}); leave reward unset when returning components"
+                )
         for item in agent_result.checklist:
             score = item.score if item.score is not None else 0.0
             if not (math.isfinite(item.weight) and math.isfinite(score)):

@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any
 
 from palaestra.env import EnvContext
-from palaestra.hookspecs import hookimpl
+from palaestra.hookspecs import ScriptedPolicy, hookimpl
 from palaestra.plugins.math.checker import VerifyOptions
 from palaestra.plugins.math.envs import MathEnv, MathVariant, TaskSource
 from palaestra.plugins.math.pool import Verdict, configure_shared_pool, shared_pool, shutdown_shared_pool
@@ -34,6 +34,7 @@ from palaestra.plugins.math.settings import MathSettings, merge
 from palaestra.plugins.math.steps import check_steps
 from palaestra.plugins.math.tasks import GENERATORS, load_jsonl, load_sample, mixed_task
 from palaestra.registry import EnvRegistry, RewardRegistry
+from palaestra.types import EnvSpec
 
 _BOXED_FIRST = MathSettings()
 _GSM8K_STYLE = MathSettings(extract=("boxed", "hashes", "answer_is", "last_number"), percent="number")
@@ -146,3 +147,13 @@ def palaestra_register_reward_functions(registry: RewardRegistry, config: Mappin
 @hookimpl
 def palaestra_server_stopping() -> None:
     shutdown_shared_pool()
+
+
+@hookimpl
+def palaestra_scripted_policy(spec: EnvSpec, seed: int | None) -> ScriptedPolicy | None:
+    """The reference agent of the math environments (client side: `palaestra run`, training warm-ups)."""
+    if not spec.id.startswith("math/"):
+        return None
+    from palaestra.plugins.math.reference import make_scripted_policy
+
+    return make_scripted_policy(spec.id, seed)

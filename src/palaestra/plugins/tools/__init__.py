@@ -23,10 +23,11 @@ from functools import cache
 from typing import Any
 
 from palaestra.env import EnvContext
-from palaestra.hookspecs import hookimpl
+from palaestra.hookspecs import ScriptedPolicy, hookimpl
 from palaestra.plugins.tools.chat_env import ToolChatEnv, make_spec
 from palaestra.plugins.tools.tasks import Domain
 from palaestra.registry import EnvRegistry
+from palaestra.types import EnvSpec
 
 STATIC_ENVS = ("tools/shop", "tools/travel", "tools/web-facts", "tools/web-shop", "tools/mcp-demo")
 
@@ -88,3 +89,13 @@ def palaestra_register_environments(registry: EnvRegistry, config: Mapping[str, 
     for env_id in env_ids:
         domain = domain_for(env_id, config)
         registry.add(make_spec(env_id, domain, (env_id.split("/")[1],)), _factory(env_id, config))
+
+
+@hookimpl
+def palaestra_scripted_policy(spec: EnvSpec, seed: int | None) -> ScriptedPolicy | None:
+    """The reference agent of the tool domains (client side: `palaestra run`, training warm-ups)."""
+    if not spec.id.startswith("tools/"):
+        return None
+    from palaestra.plugins.tools.reference import make_scripted_policy
+
+    return make_scripted_policy(spec.id, seed)
