@@ -576,11 +576,20 @@ class AsyncEpisode:
         return summary
 
 
+FORKED = (
+    "this Client was made before fork(); gRPC cannot be used in a forked child of a process that used it. "
+    "Use the 'spawn' or 'forkserver' start method (multiprocessing.get_context('forkserver'), SB3 "
+    "SubprocVecEnv(..., start_method='forkserver')) and make the client in the child"
+)
+
+
 class Client:
     """The synchronous client: an `AsyncClient` driven on a private event loop thread.
 
-    Fork-safe: used in a child process after `fork`, it notices and builds a new loop and channel (the
-    parent's episodes stay the parent's). Start methods `spawn` and `forkserver` avoid the question.
+    Fork: gRPC's asyncio stack does not survive `fork` (in a forked child of a process that used gRPC, even
+    a new channel hangs). A client used in a forked child notices and raises FAILED_PRECONDITION at once
+    instead of hanging: use the `spawn` or `forkserver` start method (SB3: `SubprocVecEnv(env_fns,
+    start_method="forkserver")`) and make clients in the child.
     """
 
     def __init__(self, address: str, **kwargs: Any) -> None:
@@ -610,7 +619,8 @@ class Client:
             coro.close()
             raise PalaestraError(grpc.StatusCode.CANCELLED, "the client is closed")
         if self._pid != os.getpid():  # forked: the loop thread and the channel stayed in the parent
-            self._start()
+            coro.close()
+            raise PalaestraError(grpc.StatusCode.FAILED_PRECONDITION, FORKED)
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def __enter__(self) -> Client:

@@ -16,6 +16,7 @@ An infrastructure failure on the server raises `InfraFailureError`: it is never 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,6 +85,7 @@ class RemoteEnv(gym.Env[Any, Any]):
         **client_args: Any,
     ) -> None:
         owns = isinstance(address_or_client, str)
+        self._client_args = ((address_or_client,), client_args)
         self.client = (
             Client(address_or_client, **client_args)
             if isinstance(address_or_client, str)
@@ -101,6 +103,8 @@ class RemoteEnv(gym.Env[Any, Any]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
+        if self.client.closed and self._owns_client:  # reset after close(): connect again
+            self.client = Client(*self._client_args[0], **self._client_args[1])
         if self.episode_id is None:
             [step] = self.client.open(
                 self.env_id, seed=seed, options={**self.open_options, **(options or {})}
@@ -108,13 +112,24 @@ class RemoteEnv(gym.Env[Any, Any]):
             self.episode_id = step.episode_id
         else:
             step = self.client.reset(self.episode_id, seed=seed, options=options)
-        result = _check(step).result
+        result = self._checked(step).result
         return _observation(self.observation_space, result), dict(result.info)
+
+    def _checked(self, step: t.EpisodeStep) -> t.EpisodeStep:
+        """Raise InfraFailureError for an infrastructure failure; the failed episode is closed, so the
+        next reset() opens a new one (after a server restart, on the new server)."""
+        if step.infra_failure is not None and self.episode_id is not None:
+            with contextlib.suppress(Exception):
+                self.client.close(self.episode_id)
+            self.episode_id = None
+        return _check(step)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if self.episode_id is None:
             raise RuntimeError("call reset() before step()")
-        result = _check(self.client.step(self.episode_id, _to_action(self.action_space, action))).result
+        result = self._checked(
+            self.client.step(self.episode_id, _to_action(self.action_space, action))
+        ).result
         info = dict(result.info)
         if result.components:
             info["reward_components"] = {c.name: c.value for c in result.components}
@@ -127,9 +142,9 @@ class RemoteEnv(gym.Env[Any, Any]):
         )
 
     def close(self) -> None:
-        if self.episode_id is not None:
+        if self.episode_id is not None and not self.client.closed:
             self.client.close(self.episode_id)
-            self.episode_id = None
+        self.episode_id = None
         if self._owns_client:
             self.client.close_client()
 
@@ -233,9 +248,9 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         return {"final_obs": final_obs, "_final_obs": mask}
 
     def close_extras(self, **kwargs: Any) -> None:
-        if self.episode_ids:
+        if self.episode_ids and not self.client.closed:
             self.client.close(self.episode_ids)
-            self.episode_ids = []
+        self.episode_ids = []
         if self._owns_client:
             self.client.close_client()
 

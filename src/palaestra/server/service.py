@@ -101,7 +101,8 @@ class EnvService(env_pb2_grpc.EnvServiceServicer):
         try:
             while (reply := await stream.replies.get()) is not None:
                 yield reply
-            await reader  # surfaces a failure of the reader itself
+            if not watchdog.done():  # (an idle stream ends without waiting for the client's side)
+                await reader  # surfaces a failure of the reader itself
         finally:
             reader.cancel()
             watchdog.cancel()
