@@ -203,3 +203,61 @@ def test_unknown_environment_lists_known_ones(client: Client) -> None:
         client.open("no/such-env")
     assert refused_open.value.code is grpc.StatusCode.NOT_FOUND
     assert "echo/text" in refused_open.value.message
+
+
+def test_the_reward_contract_rules() -> None:
+    from palaestra.server.validation import check_result
+
+    spec = t.EnvSpec(
+        id="x/y",
+        description="",
+        observation_space=t.ChatSpace(),
+        action_space=t.ChatSpace(),
+        reward_components=(
+            t.RewardComponentSpec("won", t.RewardKind.OUTCOME, low=0.0, high=1.0),
+            t.RewardComponentSpec("format", t.RewardKind.FORMAT),
+            t.RewardComponentSpec("check.*", t.RewardKind.CHECKLIST),
+        ),
+    )
+
+    def why(*components: t.RewardComponent, reward: float | None = None) -> str | None:
+        return check_result(
+            spec, t.StepResult.single(t.AgentResult(components=list(components), reward=reward))
+        )
+
+    c = t.RewardComponent
+    assert why(c("won", t.RewardKind.OUTCOME, 1.0), c("format", t.RewardKind.FORMAT, -1.0)) is None
+    assert why(c("check.a", t.RewardKind.CHECKLIST, 1.0), c("check.b", t.RewardKind.CHECKLIST, 0.0)) is None
+    assert "outside its declared range [0, 1]" in str(why(c("won", t.RewardKind.OUTCOME, 1.5)))
+    assert "has kind PROCESS; declared OUTCOME" in str(why(c("won", t.RewardKind.PROCESS, 1.0)))
+    assert "is positive" in str(why(c("format", t.RewardKind.FORMAT, 1.0)))
+    assert "weight inf" in str(why(c("won", t.RewardKind.OUTCOME, 1.0, math.inf)))
+    assert "the reward is nan" in str(why(reward=math.nan))
+    # A component that was not computed may hold any finite placeholder; it counts nothing.
+    timeout = c("won", t.RewardKind.OUTCOME, 7.0, status=t.ComponentStatus.TIMEOUT)
+    assert why(timeout) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"options_schema": {"type": "array"}}, "must describe an object"),
+        (
+            {"options_schema": {"type": "object", "properties": {"a": {"type": "wat"}}}},
+            "not a valid JSON Schema",
+        ),
+        ({"reward_components": (t.RewardComponentSpec("a", t.RewardKind.OUTCOME),) * 2}, "declared twice"),
+        (
+            {"reward_components": (t.RewardComponentSpec("a", t.RewardKind.OUTCOME, low=1, high=0),)},
+            "above high",
+        ),
+    ],
+)
+def test_malformed_specs_are_refused_at_registration(change: dict[str, Any], says: str) -> None:
+    from palaestra.registry import EnvRegistry, RegistrationError
+
+    spec = t.EnvSpec(
+        id="x/y", description="", observation_space=t.ChatSpace(), action_space=t.ChatSpace(), **change
+    )
+    with pytest.raises(RegistrationError, match=says):
+        EnvRegistry().add(spec, lambda ctx: None)  # type: ignore[arg-type,return-value]
