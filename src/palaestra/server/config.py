@@ -242,6 +242,8 @@ def load_config(
         _apply_plugins_table(config, data.get("plugins", {}), str(path))
         config.sandbox = dict(data.get("sandbox", {}))
         _apply_principals_table(config, data.get("principals", {}), str(path))
+        for principal in config.principals.values():
+            principal.token = principal.resolved_token(environ)
         _apply_llm_table(config, data.get("llm", {}), str(path))
         config.store = dict(data.get("store", {}))
         config.dashboard = dict(data.get("dashboard", {}))

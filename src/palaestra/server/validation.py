@@ -82,14 +82,30 @@ def _check_tensor(space: t.Space, action: t.Action) -> None:
         shape = tuple(space.shape)  # type: ignore[union-attr]
     if tuple(tensor.shape) != shape:
         raise invalid(f"got a tensor of shape {list(tensor.shape)}; expected {describe_space(space)}")
-    if isinstance(space, t.BoxSpace) and not np.all(np.isfinite(tensor)):
-        raise invalid(f"the tensor holds NaN or infinite values; expected {describe_space(space)}")
+    if isinstance(space, t.BoxSpace):
+        _check_box(space, tensor)
     if isinstance(space, t.MultiDiscreteSpace) and (
         np.any(tensor < 0) or np.any(tensor >= np.asarray(space.nvec))
     ):
         raise invalid(f"tensor entries out of range; expected {describe_space(space)}")
     if isinstance(space, t.MultiBinarySpace) and not np.all((tensor == 0) | (tensor == 1)):
         raise invalid(f"tensor entries must be 0 or 1; expected {describe_space(space)}")
+
+
+def _check_box(space: t.BoxSpace, tensor: np.ndarray) -> None:
+    """As Gymnasium's Box.contains: the dtype casts safely to the space's, and low <= x <= high."""
+    if not np.can_cast(tensor.dtype, np.dtype(space.dtype)):
+        raise invalid(f"got a {tensor.dtype} tensor; expected {describe_space(space)}")
+    if not np.all(np.isfinite(tensor)):
+        raise invalid(f"the tensor holds NaN or infinite values; expected {describe_space(space)}")
+    for bound, outside, word in ((space.low, np.less, "below low"), (space.high, np.greater, "above high")):
+        if not bound:
+            continue
+        limits = np.asarray(bound, dtype=np.float64)
+        if limits.size == tensor.size:
+            limits = limits.reshape(tensor.shape)
+        if np.any(outside(tensor, limits)):
+            raise invalid(f"tensor entries {word} {list(bound)}; expected {describe_space(space)}")
 
 
 def _show(action: t.Action) -> str:
