@@ -16,7 +16,7 @@ import pytest
 
 from palaestra.agents.client import Client, PalaestraError
 from palaestra.server.app import ServerThread
-from palaestra.server.config import ConfigError, PrincipalConfig, ServerConfig, load_config
+from palaestra.server.config import ConfigError, PrincipalConfig, load_config
 from palaestra.v1 import env_pb2, env_pb2_grpc
 
 StartServer = Callable[..., ServerThread]
@@ -122,7 +122,7 @@ def test_principals_config_is_checked(tmp_path: Any) -> None:
 class _Recorder(BaseHTTPRequestHandler):
     seen: list[str] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server name
+    def do_POST(self) -> None:
         type(self).seen.append(self.path)
         self.send_response(500)
         self.end_headers()
