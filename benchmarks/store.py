@@ -112,6 +112,43 @@ def writer_throughput(server: ServerThread) -> float:
     return count / elapsed
 
 
+def cpu_costs() -> dict[str, float]:
+    """Microseconds of CPU per step to build trajectory entries (on the event loop) and per episode to
+    encode one for the database (in the writer thread), for a tools/shop reference episode and an echo
+    episode: the recording's own cost, free of the noise of end-to-end timings on a shared machine."""
+    import asyncio
+
+    from palaestra.env import EnvContext
+    from palaestra.plugins.echo import EchoEnv
+    from palaestra.plugins.tools.chat_env import ToolChatEnv
+    from palaestra.plugins.tools.reference import play, policy_for
+    from palaestra.server.episodes import _trajectory_entry
+    from palaestra.store.db import pack
+
+    domain = domain_for("tools/shop", {})
+    agent_results = asyncio.run(
+        play(ToolChatEnv(domain, EnvContext("tools/shop", "x", task=3)), policy_for(domain))
+    )
+    echo = EchoEnv()
+    echo_results = [echo.reset(0, {})] + [echo.step({"agent": t.Action(text="no")}) for _ in range(4)]
+    costs = {}
+    for name, results in (
+        ("tools", [t.StepResult(agents={"agent": r}) for r in agent_results]),
+        ("echo", echo_results),
+    ):
+        action = {"agent": t.Action(text="hello")}
+        repeat = 2000
+        began = time.perf_counter()
+        for _ in range(repeat):
+            trajectory = [_trajectory_entry(i, action, r, 0.0) for i, r in enumerate(results)]
+        costs[f"{name}_entry_us_per_step"] = 1e6 * (time.perf_counter() - began) / repeat / len(results)
+        began = time.perf_counter()
+        for _ in range(repeat // 4):
+            pack(trajectory)
+        costs[f"{name}_encode_us_per_episode"] = 1e6 * (time.perf_counter() - began) / (repeat // 4)
+    return {k: round(v, 1) for k, v in costs.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -163,6 +200,8 @@ def main() -> None:
                 f"{workload}: p50 {name} / without = {statistics.median(ratios):.3f} (median of round ratios)"
             )
     print(f"writer: {throughput:.0f} tools/shop episodes/s recorded (batched, in its own thread)")
+    results["cpu"] = cpu_costs()
+    print("recording CPU cost:", ", ".join(f"{k} {v}" for k, v in results["cpu"].items()))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
