@@ -14,8 +14,9 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 missing=()
 # chromium + chromedriver: the dashboard's browser tests (Selenium drives Debian's browser; nothing is downloaded)
+# node + npm: examples/node-client, the Node.js client run by tests/test_node_client.py
 for tool in dockerd:docker.io debootstrap:debootstrap bwrap:bubblewrap openssl:openssl chromium:chromium \
-  chromedriver:chromium-driver; do
+  chromedriver:chromium-driver node:nodejs npm:npm; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -38,6 +39,9 @@ if [ ! -x "$VF_VENV/bin/python" ]; then python3 -m venv "$VF_VENV"; fi
 quiet "$VF_VENV/bin/pip" install -q --upgrade pip
 quiet "$VF_VENV/bin/pip" install -q -c .ci/constraints.txt -e ".[verifiers]" uv
 
+# The Node.js client example's packages (@grpc/grpc-js, @grpc/proto-loader), pinned by its package-lock.json.
+(cd examples/node-client && npm ci --no-audit --no-fund --loglevel=error)
+
 .ci/docker-up.sh "$ROOT/.ci-work"
 # shellcheck disable=SC1091
 . "$ROOT/.ci-work/docker.env"
@@ -46,4 +50,5 @@ trap '"$ROOT/.ci/docker-down.sh" "$ROOT/.ci-work" || true' EXIT
 ruff check src tests benchmarks examples scripts
 ruff format --check src tests benchmarks examples scripts
 mypy
+export PALAESTRA_STRICT_PLUGINS=1  # a plugin that fails to import or register fails the run
 python -m pytest -ra -p no:cacheprovider "$@"
