@@ -87,7 +87,7 @@ async function unaryEpisode(server, envId) {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
-  const server = connect(args.address, { token: args.token, clientId: "node-example" });
+  const server = connect(args.address, { token: args.token });
   try {
     const info = await server.getServerInfo({});
     const spec = await server.describeEnvironment({ env_id: args.env });

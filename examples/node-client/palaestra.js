@@ -98,19 +98,19 @@ class PalaestraError extends Error {
 
 // ---------------------------------------------------------------- the client
 
-function metadataFor({ token, clientId } = {}) {
+// The only metadata the server reads (docs/protocol.md).
+function metadataFor({ token } = {}) {
   const metadata = new grpc.Metadata();
   if (token) metadata.set("authorization", `Bearer ${token}`);
-  if (clientId) metadata.set("x-palaestra-client", clientId);
   return metadata;
 }
 
-function connect(address, { token, clientId, rootCert, protosDir } = {}) {
+function connect(address, { token, rootCert, protosDir } = {}) {
   const v1 = loadPackage(protosDir);
   const credentials = rootCert ? grpc.credentials.createSsl(rootCert) : grpc.credentials.createInsecure();
   const catalog = new v1.EnvCatalog(address, credentials);
   const env = new v1.EnvService(address, credentials);
-  const metadata = () => metadataFor({ token, clientId });
+  const metadata = () => metadataFor({ token });
 
   // Unary calls as promises; a failed call rejects with PalaestraError.
   const unary = (stub, method) => (request) =>
