@@ -24,7 +24,7 @@ import itertools
 import os
 import threading
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -175,11 +175,8 @@ class AsyncClient:
         return self._outbox
 
     @staticmethod
-    async def _requests(
-        outbox: asyncio.Queue[env_pb2.SessionRequest | None],
-    ) -> AsyncIterator[env_pb2.SessionRequest]:
-        while (request := await outbox.get()) is not None:
-            yield request
+    def _requests(outbox: asyncio.Queue[env_pb2.SessionRequest | None]) -> _Requests:
+        return _Requests(outbox)
 
     async def _read_replies(self, call: Any, outbox: asyncio.Queue[Any]) -> None:
         error: PalaestraError | None = None
@@ -208,6 +205,7 @@ class AsyncClient:
             self._stream_error = error
             if self._outbox is outbox:  # the next request starts a new stream
                 self._outbox, self._reader = None, None
+            outbox.put_nowait(None)  # lets gRPC's task that reads the requests finish
             # The server closes a stream's episodes when it ends: they are lost, and what was asked of them
             # ends as an infrastructure failure (trainers drop such episodes); opens may be retried.
             failure = t.InfraFailure(
@@ -469,6 +467,23 @@ class AsyncClient:
                 with contextlib.suppress(BaseException):
                     await reader
         await self.channel.close()
+
+
+class _Requests:
+    """The requests of one stream, as gRPC reads them (an iterator, not an async generator: a generator
+    that gRPC abandons when the stream breaks complains as it is collected)."""
+
+    def __init__(self, outbox: asyncio.Queue[env_pb2.SessionRequest | None]) -> None:
+        self.outbox = outbox
+
+    def __aiter__(self) -> _Requests:
+        return self
+
+    async def __anext__(self) -> env_pb2.SessionRequest:
+        request = await self.outbox.get()
+        if request is None:
+            raise StopAsyncIteration
+        return request
 
 
 class StreamBroken(PalaestraError):

@@ -112,6 +112,9 @@ class EnvService(env_pb2_grpc.EnvServiceServicer):
         if owner not in self.live_streams:
             return
         self.live_streams.discard(owner)
+        held = len(self.runtime.table.owned_by(owner))
+        if held:
+            log.info("Session stream %s ended: closing its %d episodes", owner, held)
         task = asyncio.get_running_loop().create_task(self.runtime.close_owned(owner, "stream_ended"))
         self._closing.add(task)  # a reference, so the task is not collected before it ran
         task.add_done_callback(self._closing.discard)
