@@ -102,6 +102,10 @@ def build_parser(plugins: Plugins | None = None) -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the environment server")
     _server_flags(serve)
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument("--max-message-mb", type=int, help="transport limit per message (default 64)")
+    serve.add_argument("--grace", type=float, dest="grace_s", help="drain time on SIGTERM, s (default 120)")
     serve.add_argument(
         "--no-store", action="store_true", help=f"record no episodes (default: to {DEFAULT_STORE})"
     )
@@ -203,6 +207,10 @@ def _config_from(args: argparse.Namespace) -> ServerConfig:
         "max_episodes": args.max_episodes,
         "auth_token": args.auth_token,
         "metrics_port": args.metrics_port,
+        "tls_cert": getattr(args, "tls_cert", None),
+        "tls_key": getattr(args, "tls_key", None),
+        "max_message_mb": getattr(args, "max_message_mb", None),
+        "grace_s": getattr(args, "grace_s", None),
     }
     config = load_config(args.config, overrides)
     config.plugin_modules.extend([*args.global_plugin, *args.plugin])

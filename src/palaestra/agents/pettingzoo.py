@@ -49,9 +49,16 @@ def _spaces(spec: EnvSpec) -> tuple[dict[str, gymnasium.Space[Any]], dict[str, g
 class _Remote:
     """What both views share: the client, the spec, and the episode."""
 
-    def _connect(self, target: str | Client, env_id: str, options: Mapping[str, Any] | None) -> None:
+    def _connect(
+        self,
+        target: str | Client,
+        env_id: str,
+        options: Mapping[str, Any] | None,
+        client_args: Mapping[str, Any],
+    ) -> None:
+        """`client_args` go to `Client` when `target` is an address: token, tls_root_cert, timeout_s..."""
         self._own_client = isinstance(target, str)
-        self.client = Client(target) if isinstance(target, str) else target
+        self.client = Client(target, **client_args) if isinstance(target, str) else target
         self.env_id = env_id
         self.options = dict(options or {})
         self.env_spec = self.client.describe(env_id)
@@ -91,9 +98,15 @@ class RemoteAECEnv(_Remote, AECEnv):  # type: ignore[misc]
 
     metadata = {"render_modes": [], "is_parallelizable": False}
 
-    def __init__(self, target: str | Client, env_id: str, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        target: str | Client,
+        env_id: str,
+        options: Mapping[str, Any] | None = None,
+        **client_args: Any,
+    ) -> None:
         AECEnv.__init__(self)
-        self._connect(target, env_id, options)
+        self._connect(target, env_id, options, client_args)
         self.metadata = {**self.metadata, "name": env_id}
         self.possible_agents = list(self.env_spec.agents)
         self.agents: list[str] = []
@@ -159,8 +172,14 @@ class RemoteParallelEnv(_Remote, ParallelEnv):  # type: ignore[misc]
 
     metadata: dict[str, Any] = {"render_modes": []}
 
-    def __init__(self, target: str | Client, env_id: str, options: Mapping[str, Any] | None = None) -> None:
-        self._connect(target, env_id, options)
+    def __init__(
+        self,
+        target: str | Client,
+        env_id: str,
+        options: Mapping[str, Any] | None = None,
+        **client_args: Any,
+    ) -> None:
+        self._connect(target, env_id, options, client_args)
         self.metadata = {**self.metadata, "name": env_id}
         self.possible_agents = list(self.env_spec.agents)
         self.agents: list[str] = []
