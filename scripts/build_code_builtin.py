@@ -1,5 +1,7 @@
 # ruff: noqa: E501 - problem statements and solutions read best as long string lines
-"""Builds builtin.jsonl, the plugin's own problem set: `python -m palaestra.plugins.code.data.build_builtin`.
+"""Builds the code plugin's own problem set, src/palaestra/plugins/code/data/builtin.jsonl:
+`python scripts/build_code_builtin.py` (`--out FILE` writes elsewhere). A build tool: the runtime package
+ships only the data it writes. tests/test_layering.py checks that the committed file is its output.
 
 Each problem has an oracle (a plain Python function written here) that computes the expected values of
 its tests, and a reference solution per language written independently as source text. The test suite
@@ -8,13 +10,14 @@ runs every reference solution through the real grader and requires full marks.
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-OUT = Path(__file__).with_name("builtin.jsonl")
+OUT = Path(__file__).resolve().parent.parent / "src/palaestra/plugins/code/data/builtin.jsonl"
 Problem = dict[str, Any]
 
 
@@ -772,13 +775,16 @@ STDIO_PROBLEMS = [
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=OUT)
+    out = parser.parse_args().out
     problems = FUNCTION_PROBLEMS + STDIO_PROBLEMS
     ids = [p["id"] for p in problems]
     assert len(ids) == len(set(ids)), "duplicate problem ids"
-    with open(OUT, "w", encoding="utf-8") as handle:
+    with open(out, "w", encoding="utf-8") as handle:
         for problem in problems:
             handle.write(json.dumps(problem, ensure_ascii=False) + "\n")
-    print(f"wrote {len(problems)} problems to {OUT}")
+    print(f"wrote {len(problems)} problems to {out}")
 
 
 if __name__ == "__main__":
