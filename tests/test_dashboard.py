@@ -152,6 +152,20 @@ def test_a_tensor_game_is_played_by_index_and_drawn(dashboard: tuple[ServerThrea
         assert 4 not in after["legal_indices"]
 
 
+def test_a_classic_environment_shows_its_observation(dashboard: tuple[ServerThread, str]) -> None:
+    _, url = dashboard
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        opened = http.post("/api/play/open", json={"env_id": "gym/CartPole-v1", "seed": 1}).json()
+        assert opened["spec"]["action_space"] == {"kind": "discrete", "n": 2, "start": 0}
+        [result] = opened["step"]["agents"].values()
+        assert result["tensor"]["shape"] == [4] and len(result["tensor"]["values"]) == 4
+        step = http.post(
+            "/api/play/step", json={"episode_id": opened["step"]["episode_id"], "action": {"discrete": 1}}
+        ).json()["step"]
+        [after] = step["agents"].values()
+        assert after["reward"] == 1.0 and after["tensor"]["values"] != result["tensor"]["values"]
+
+
 def test_bad_play_input_is_a_clear_client_error(dashboard: tuple[ServerThread, str]) -> None:
     _, url = dashboard
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:

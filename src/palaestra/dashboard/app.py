@@ -472,6 +472,9 @@ def agent_result_json(result: t.AgentResult, render: Render | None) -> dict[str,
         "legal_actions": list(observation.legal_actions),
         "legal_indices": [int(i) for i in mask.nonzero()[0]] if mask is not None else None,
         "rendered": text,
+        "tensor": _tensor_preview(observation.tensor)
+        if observation.tensor is not None and not text
+        else None,
         "reward": _finite(result.scalar_reward),
         "components": [
             {
@@ -500,6 +503,12 @@ def agent_result_json(result: t.AgentResult, render: Render | None) -> dict[str,
         "truncated": result.truncated,
         "info": {k: v for k, v in result.info.items() if isinstance(v, str | int | float | bool)},
     }
+
+
+def _tensor_preview(tensor: Any, limit: int = 64) -> dict[str, Any]:
+    """A tensor observation for a person: its shape and its first values."""
+    flat = tensor.reshape(-1)
+    return {"shape": list(tensor.shape), "values": flat[:limit].tolist(), "truncated": flat.size > limit}
 
 
 def step_json(step: t.EpisodeStep, render: Render | None = None) -> dict[str, Any]:

@@ -313,6 +313,10 @@ function applyStep(game, step, area, status) {
     if (result.tools && result.tools.length) game.tools = result.tools;
     for (const m of result.messages) transcript.append(messageNode(m));
     if (result.rendered) transcript.append(h("pre", {class: "board"}, result.rendered));
+    else if (result.tensor) {
+      const values = result.tensor.values.map(v => fmt(v, 3)).join(", ") + (result.tensor.truncated ? ", …" : "");
+      transcript.append(h("pre", {class: "board observation"}, `${agent} observes [${result.tensor.shape.join("×")}]: ${values}`));
+    }
     if (result.components.length) {
       game.total[agent] = (game.total[agent] || 0) + (result.reward || 0);
       rewardBox.append(h("div", {class: "panel"}, `${agent}: reward ${fmt(result.reward)} `, componentsNode(result.components),
