@@ -4,6 +4,7 @@ play endpoints (a real gRPC episode of the logged-in principal), and bad input."
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from palaestra.agents.client import Client
 from palaestra.server.app import ServerThread
+from palaestra.server.config import PrincipalConfig
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -132,6 +134,44 @@ def test_playing_a_game_is_recorded_and_rated(dashboard: tuple[ServerThread, str
         names = {row["name"]: row for row in board["rows"]}
         assert set(names) == {"human (default)", "bot:minimax"}
         assert names["bot:minimax"]["ordinal"] >= names["human (default)"]["ordinal"]
+
+
+def test_a_match_between_two_principals_is_rated(
+    start_server: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    """Two clients with their own tokens play one tic-tac-toe match (each its own seat's episode); the
+    store joins the seats by match_id and the leaderboard rates the principals against each other."""
+    principals = {"alice": PrincipalConfig(token="alice-token"), "bob": PrincipalConfig(token="bob-token")}
+    server, url = _start(start_server, tmp_path, principals=principals)
+    outcomes: dict[str, float] = {}
+
+    def play(name: str, seat: str) -> None:
+        with Client(server.address, token=f"{name}-token") as client:
+            options = {"match_id": "m1", "seat": seat}
+            [step] = client.open("games/tictactoe-text", seed=1, options=options)
+            while not step.done:
+                step = client.step(step.episode_id, step.result.observation.legal_actions[0])
+            [summary] = client.close(step.episode_id)
+            outcomes[name] = summary.agents[0].episode_return
+
+    players = [threading.Thread(target=play, args=a) for a in (("alice", "player_1"), ("bob", "player_2"))]
+    for player in players:
+        player.start()
+    for player in players:
+        player.join(60)
+    assert sorted(outcomes) == ["alice", "bob"] and outcomes["alice"] == -outcomes["bob"]
+    _flush(server)
+    with httpx.Client(base_url=url, headers={"Authorization": "Bearer bob-token"}) as http:
+        [board] = http.get("/api/leaderboards").json()
+        rows = {row["name"]: row for row in board["rows"]}
+        assert set(rows) == {"alice", "bob"} and board["games"] == 1
+        winner = max(outcomes, key=lambda n: outcomes[n])
+        if outcomes[winner] > 0:
+            assert rows[winner]["wins"] == 1 and rows[winner]["ordinal"] > min(
+                r["ordinal"] for r in rows.values()
+            )
+        else:
+            assert all(row["draws"] == 1 for row in rows.values())
 
 
 def test_a_tensor_game_is_played_by_index_and_drawn(dashboard: tuple[ServerThread, str]) -> None:
