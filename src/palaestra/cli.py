@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
-from rich.table import Table
+from rich.table import Column, Table
 
 import palaestra
 from palaestra import types as t
@@ -276,7 +276,14 @@ def cmd_envs(args: argparse.Namespace) -> int:
     with connect(args) as client:
         specs = client.list_envs(args.tag)
     table = Table(
-        "id", "kind", "agents", "rewards (kind, range)", "options", "isolation", "plugin", "description"
+        Column("id", no_wrap=True),  # ids are what users copy: never cut short
+        "kind",
+        "agents",
+        "rewards (kind, range)",
+        "options",
+        "isolation",
+        "plugin",
+        "description",
     )
     for spec in specs:
         rewards = ", ".join(f"{c.name} ({c.kind.name.lower()}{_range(c)})" for c in spec.reward_components)
