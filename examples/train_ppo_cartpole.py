@@ -5,7 +5,7 @@ Every vector step is one message to the server carrying the actions of all `--nu
 greedy policy is evaluated on fresh episodes.
 
     python examples/train_ppo_cartpole.py                 # starts an in-process server
-    python examples/train_ppo_cartpole.py --server 127.0.0.1:50051 --plot docs/ppo_cartpole.png
+    python examples/train_ppo_cartpole.py --address 127.0.0.1:50051 --plot docs/ppo_cartpole.png
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--server", default=None)
+    parser.add_argument("--address", default=None, help="a running server (default: start one in-process)")
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--total-steps", type=int, default=400_000)
     parser.add_argument("--seed", type=int, default=1)
@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     log = MetricsLog(args.out, tensorboard=False)
     started = time.perf_counter()
-    with server_address(args.server) as address:
+    with server_address(args.address) as address:
         envs = RemoteVectorEnv(address, "gym/CartPole-v1", num_envs=args.num_envs)
         trainer = PPO(envs, PPOConfig(total_steps=args.total_steps, seed=args.seed))
 
