@@ -282,4 +282,7 @@ def test_a_person_plays_a_tool_use_episode_to_the_end(server: ServerThread, brow
     assert viewer.find_elements(By.CSS_SELECTOR, ".evidence")
     assert "state_match" in viewer.find_element(By.ID, "totals").text
     _shot(browser, "episode-viewer")
+    evidence = viewer.find_elements(By.CSS_SELECTOR, ".evidence")[0]
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", evidence)
+    _shot(browser, "episode-viewer-checklist")
     _no_errors(browser)

@@ -62,6 +62,7 @@ function route() {
   for (const link of document.querySelectorAll("nav a")) {
     link.classList.toggle("active", link.dataset.view === (name === "episode" ? "episodes" : name));
   }
+  window.scrollTo(0, 0);
   (views[name] || viewCatalog)(arg).catch(failure);
 }
 window.addEventListener("hashchange", route);
