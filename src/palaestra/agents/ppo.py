@@ -13,14 +13,22 @@ numbers do not depend on any wrapper's bookkeeping.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from palaestra.agents.client import PalaestraError
+from palaestra.agents.gym import InfraFailureError
+
+log = logging.getLogger("palaestra.ppo")
+CHECKPOINT = "ppo.pt"
 
 
 @dataclass
@@ -121,30 +129,106 @@ class PPO:
         self.next_step_reset = resets_on_next_step(envs)
         self.episode_returns: list[float] = []  # every finished episode, in order
         self.global_step = 0
+        self.update = 0  # updates done (a resumed run continues from here)
+        self.dropped_rollouts = 0  # rollouts cut by an infrastructure failure (e.g. a server restart)
 
-    def train(self, on_update: Callable[[dict[str, float]], None] | None = None) -> list[float]:
+    def train(
+        self,
+        on_update: Callable[[dict[str, float]], None] | None = None,
+        *,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 0,
+        max_restarts: int = 20,
+    ) -> list[float]:
+        """Train to `total_steps`. A rollout cut by an infrastructure failure (the server restarted, a
+        sandbox died) is dropped - never learned from - and the envs are opened again; after
+        `max_restarts` such failures the error propagates. With `checkpoint_dir`, the trainer saves every
+        `checkpoint_every` updates (and at the end); `resume` continues from a save."""
         cfg = self.config
         num_envs = self.envs.num_envs
         updates = max(1, cfg.total_steps // (cfg.num_steps * num_envs))
-        observation, _ = self.envs.reset(seed=cfg.seed)
+        restarts = 0
+        observation = self._reset_envs(cfg.seed + self.update, max_restarts)
         state = _EpisodeState(num_envs)
-        for update in range(updates):
+        while self.update < updates:
             if cfg.anneal_lr:
-                self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * (1.0 - update / updates)
-            started = time.perf_counter()
-            rollout, observation = self._collect(observation, state)
+                self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * (1.0 - self.update / updates)
+            started, steps_before = time.perf_counter(), self.global_step
+            try:
+                rollout, observation = self._collect(observation, state)
+            except (InfraFailureError, PalaestraError) as exc:
+                restarts += 1
+                self.dropped_rollouts += 1
+                self.global_step = steps_before
+                if restarts > max_restarts:
+                    raise
+                log.warning("rollout dropped (%s); opening the envs again", exc)
+                observation = self._reset_envs(cfg.seed + 7919 * restarts, max_restarts)
+                state = _EpisodeState(num_envs)
+                continue
             env_seconds = time.perf_counter() - started
             stats = self._learn(rollout, observation)
+            self.update += 1
             recent = self.episode_returns[-20:]
             stats |= {
                 "step": float(self.global_step),
                 "episodes": float(len(self.episode_returns)),
                 "return_mean_20": float(np.mean(recent)) if recent else float("nan"),
                 "time/rollout_s": env_seconds,
+                "dropped_rollouts": float(self.dropped_rollouts),
             }
+            if checkpoint_dir is not None and checkpoint_every and self.update % checkpoint_every == 0:
+                self.save(checkpoint_dir)
             if on_update is not None:
                 on_update(stats)
+        if checkpoint_dir is not None:
+            self.save(checkpoint_dir)
         return self.episode_returns
+
+    def _reset_envs(self, seed: int, attempts: int) -> np.ndarray:
+        """Reset the vector env, retrying while the server is away (each try waits up to the client's
+        deadline for it to come back)."""
+        for attempt in range(attempts + 1):
+            try:
+                observation, _ = self.envs.reset(seed=seed)
+                return np.asarray(observation)
+            except (InfraFailureError, PalaestraError) as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("reset failed (%s); trying again", exc)
+                time.sleep(min(5.0, 0.5 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------ checkpoints
+
+    def save(self, directory: str | Path) -> Path:
+        """Weights, optimizer, counters, returns and the RNG state, in `directory/ppo.pt`."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {
+            "agent": self.agent.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "config": asdict(self.config),
+            "global_step": self.global_step,
+            "update": self.update,
+            "episode_returns": self.episode_returns,
+            "dropped_rollouts": self.dropped_rollouts,
+            "torch_rng": torch.get_rng_state(),
+        }
+        temporary = path / (CHECKPOINT + ".tmp")
+        torch.save(state, temporary)
+        temporary.replace(path / CHECKPOINT)  # a crash mid-save never leaves a torn checkpoint
+        return path / CHECKPOINT
+
+    def resume(self, directory: str | Path) -> None:
+        state = torch.load(Path(directory) / CHECKPOINT, weights_only=False)
+        self.agent.load_state_dict(state["agent"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.global_step = int(state["global_step"])
+        self.update = int(state["update"])
+        self.episode_returns = list(state["episode_returns"])
+        self.dropped_rollouts = int(state["dropped_rollouts"])
+        torch.set_rng_state(state["torch_rng"])
 
     def _collect(self, observation: np.ndarray, state: _EpisodeState) -> tuple[Rollout, np.ndarray]:
         cfg = self.config

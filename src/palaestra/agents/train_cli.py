@@ -76,6 +76,10 @@ def add_ppo_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-steps", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2.5e-4)
     parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=0, help="save to OUT/checkpoint every N updates"
+    )
+    parser.add_argument("--resume", type=Path, default=None, help="checkpoint directory to continue from")
     parser.set_defaults(handler=run_ppo)
 
 

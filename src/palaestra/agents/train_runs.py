@@ -56,14 +56,21 @@ def run_ppo_command(args: argparse.Namespace) -> int:
         )
         try:
             trainer = PPO(envs, config)
-            with tqdm(total=args.total_steps, unit="step", desc="ppo") as bar:
+            if args.resume is not None:
+                trainer.resume(args.resume)
+            with tqdm(total=args.total_steps, unit="step", desc="ppo", initial=trainer.global_step) as bar:
 
                 def on_update(stats: dict[str, float]) -> None:
                     bar.update(int(stats["step"]) - bar.n)
                     bar.set_postfix(ret=f"{stats['return_mean_20']:.1f}")
                     log.log(int(stats["step"]), stats)
 
-                trainer.train(on_update)
+                # A server restart drops the rollout in flight and reopens the envs (see PPO.train).
+                trainer.train(
+                    on_update,
+                    checkpoint_dir=args.out / "checkpoint" if args.checkpoint_every else None,
+                    checkpoint_every=args.checkpoint_every,
+                )
             greedy = trainer.evaluate(args.eval_episodes, seed=args.seed + 10_000)
         finally:
             envs.close()
