@@ -4,6 +4,8 @@ are read back with pyarrow and Hugging Face `datasets`."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -230,3 +232,27 @@ def test_without_a_store_path_nothing_is_recorded(start_server: Callable[..., Se
     assert server.server is not None
     assert server.server.extras.recorder is None and server.server.extras.dashboard is None
     assert not server.server.runtime.record_trajectories  # no per-step trajectory cost either
+
+
+def test_the_command_line_records_and_exports(tmp_path: Path) -> None:
+    """`palaestra run --store` records the embedded server's episodes; `palaestra store` reads them."""
+    store = tmp_path / "cli.sqlite"
+    palaestra = [sys.executable, "-m", "palaestra"]
+    run = [*palaestra, "run", "echo", "--episodes", "3", "--transcript", "0", "--store", str(store)]
+    subprocess.run(run, check=True, capture_output=True, timeout=120)
+    with TrajectoryStore(store) as opened:
+        assert opened.count("echo") == 3
+    stats = subprocess.run(
+        [*palaestra, "store", "stats", "--store", str(store)], capture_output=True, timeout=60
+    )
+    assert json.loads(stats.stdout)["environments"][0]["episodes"] == 3
+    out = tmp_path / "sft.jsonl"
+    export_cli = [*palaestra, "store", "export", "--store", str(store), "--kind", "sft", "--out", str(out)]
+    subprocess.run(export_cli, check=True, capture_output=True, timeout=60)
+    assert len(out.read_text().splitlines()) == 3
+    missing = subprocess.run(
+        [*palaestra, "store", "stats", "--store", str(tmp_path / "nope.sqlite")],
+        capture_output=True,
+        timeout=60,
+    )
+    assert missing.returncode != 0 and b"no trajectory store at" in missing.stderr

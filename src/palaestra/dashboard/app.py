@@ -584,7 +584,7 @@ def game_records(store: TrajectoryStore, games: set[str], record_type: Any) -> l
     records = []
     matches: dict[str, dict[str, Any]] = {}
     for env_id in sorted(games):
-        episodes = list(store.iter_episodes(env_id=env_id))
+        episodes = list(store.iter_episodes(env_id=env_id, with_trajectory=False))
         runs = store.runs_of([e["episode_id"] for e in episodes])
         for episode in episodes:
             if episode["infra_source"] is not None or len(episode["agents"]) != 1:

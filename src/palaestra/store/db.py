@@ -250,16 +250,21 @@ class TrajectoryStore:
         return [self._decode(columns, row) for row in rows]
 
     def iter_episodes(
-        self, env_id: str | None = None, run_id: str | None = None, chunk: int = 500
+        self,
+        env_id: str | None = None,
+        run_id: str | None = None,
+        chunk: int = 500,
+        with_trajectory: bool = True,
     ) -> Iterator[dict[str, Any]]:
-        """Every matching episode with its trajectory, oldest first, read in chunks."""
+        """Every matching episode (with its trajectory unless told otherwise), oldest first, in chunks."""
+        columns = ALL_COLUMNS if with_trajectory else SUMMARY_COLUMNS
         where, params = _filters(env_id, run_id)
         last = -1.0
         last_id = ""
         clause = "AND" if where else "WHERE"
         while True:
             query = (
-                f"SELECT {','.join('e.' + c for c in ALL_COLUMNS)} FROM episodes e {where} "
+                f"SELECT {','.join('e.' + c for c in columns)} FROM episodes e {where} "
                 f"{clause} (e.finished_at > ? OR (e.finished_at = ? AND e.episode_id > ?)) "
                 "ORDER BY e.finished_at, e.episode_id LIMIT ?"
             )
@@ -267,8 +272,8 @@ class TrajectoryStore:
             if not rows:
                 return
             for row in rows:
-                yield self._decode(ALL_COLUMNS, row)
-            last, last_id = rows[-1][ALL_COLUMNS.index("finished_at")], rows[-1][0]
+                yield self._decode(columns, row)
+            last, last_id = rows[-1][columns.index("finished_at")], rows[-1][0]
 
     def episode(self, episode_id: str) -> dict[str, Any] | None:
         query = f"SELECT {','.join(ALL_COLUMNS)} FROM episodes WHERE episode_id = ?"
