@@ -59,6 +59,7 @@ class Dashboard:
         self._played: dict[str, Played] = {}  # episodes opened from the play page
         self._play_runs: dict[str, str] = {}  # principal -> run id
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing: list[asyncio.Task[None]] = []
         self.port = 0
 
     # ------------------------------------------------------------ lifecycle
@@ -81,13 +82,17 @@ class Dashboard:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @hookimpl
+    def palaestra_server_stopping(self) -> None:
+        """End the play page's streams while the server still serves them (their episodes close)."""
+        clients, self._clients = list(self._clients.values()), {}
+        self._closing = [asyncio.get_running_loop().create_task(_quietly(c.aclose())) for c in clients]
+
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await self.http.stop()
-        for client in self._clients.values():
-            with contextlib.suppress(Exception):
-                await client.aclose()
+        await asyncio.gather(*self._closing, *(_quietly(c.aclose()) for c in self._clients.values()))
         self._clients.clear()
         if self.store is not None:
             self.store.close()
@@ -416,6 +421,11 @@ class Dashboard:
                     self._played.pop(episode_id, None)
                     with contextlib.suppress(Exception):
                         await (await self._client(played.token)).close(episode_id)
+
+
+async def _quietly(closing: Any) -> None:
+    with contextlib.suppress(Exception):
+        await closing
 
 
 # ---------------------------------------------------------------- JSON views
