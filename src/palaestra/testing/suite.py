@@ -25,6 +25,8 @@ from palaestra.server.app import ServerThread
 from palaestra.server.config import ServerConfig
 from palaestra.testing import compliance
 
+_REGISTERED: dict[tuple[str, ...], list[str]] = {}
+
 
 class ComplianceSuite:
     env_ids: ClassVar[list[str]] = []  # empty: every registered environment
@@ -33,7 +35,13 @@ class ComplianceSuite:
 
     @classmethod
     def environments(cls) -> list[str]:
-        return list(cls.env_ids) or load_plugins(cls.plugin_modules).envs.ids()
+        """The ids to check (asked once per test function at collection: loading plugins is cached)."""
+        if cls.env_ids:
+            return list(cls.env_ids)
+        key = tuple(cls.plugin_modules)
+        if key not in _REGISTERED:
+            _REGISTERED[key] = load_plugins(cls.plugin_modules).envs.ids()
+        return _REGISTERED[key]
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "env_id" in metafunc.fixturenames:
