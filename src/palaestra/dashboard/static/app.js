@@ -271,9 +271,13 @@ async function viewSandboxes() {
 
 // ------------------------------------------------------------------ play
 
-const PLAY_PRESETS = {
-  "games/": {opponent: "minimax"},
-};
+// Open options the play page starts with: a built-in opponent for the games (a person plays one seat).
+const PLAY_PRESETS = [
+  [/^games\/chess/, {opponent: "greedy"}],
+  [/^games\/barter/, {opponent: "scripted"}],
+  [/^games\/(tictactoe|connect4)/, {opponent: "minimax"}],
+  [/^pettingzoo\//, {opponent: "random"}],
+];
 
 async function viewPlay(envId) {
   const envs = await api("catalog");
@@ -281,9 +285,9 @@ async function viewPlay(envId) {
   const seed = h("input", {id: "seed", type: "number", value: "0", style: "width:90px"});
   const options = h("input", {id: "options", value: "{}", style: "width:320px", title: "open options (JSON)"});
   const presetFor = id => {
-    const key = Object.keys(PLAY_PRESETS).find(prefix => id.startsWith(prefix));
     const spec = envs.find(e => e.id === id);
-    return key && spec && spec.kind !== "simultaneous" && spec.id !== "games/barter-text" ? PLAY_PRESETS[key] : {};
+    const preset = PLAY_PRESETS.find(([pattern]) => pattern.test(id));
+    return preset && spec && spec.kind === "turn_based" ? preset[1] : {};
   };
   options.value = JSON.stringify(presetFor(select.value));
   select.addEventListener("change", () => { options.value = JSON.stringify(presetFor(select.value)); });
