@@ -158,3 +158,15 @@ def test_clients_pick_llm_endpoints_by_name_only(start_server: StartServer, list
         [episode] = client.open("tools/shop", options={"user_model": "sim"})
         assert episode.infra_failure is not None
     assert _Recorder.seen == ["/configured/v1/chat/completions"]
+
+
+def test_principals_have_a_quota_of_episodes_with_sandboxes(start_server: StartServer) -> None:
+    principals = {"carol": PrincipalConfig(token="carol-token", max_sandboxes=1)}
+    server = start_server(disabled_plugins=["math", "games", "tools"], principals=principals)
+    with Client(server.address, token="carol-token") as client:
+        assert client.server_info().max_sandboxes_per_client == 1
+        client.open("code/python-repair", task="fizzbuzz-word")  # leases sandboxes: counts
+        client.open("echo")  # no sandboxes: does not count
+        with pytest.raises(PalaestraError) as over:
+            client.open("code/python-repair", task="fizzbuzz-word")
+        assert over.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "sandboxes" in over.value.message

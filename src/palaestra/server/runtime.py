@@ -78,6 +78,7 @@ class Runtime:
             max_sandboxes=principal.max_sandboxes if principal is not None else 0,
         )
         opened: list[Episode] = []
+        resets: list[asyncio.Future[t.StepResult]] = []
         response = env_pb2.OpenResponse()
         # What the episode-finished hook reports besides the trajectory; `group` joins one open's episodes.
         info = {"seed": seed, "options": options, "task": task, "owner": owner, "principal": who}
@@ -105,14 +106,22 @@ class Runtime:
                     )
                 )
                 opened[-1].info = {**info, "opened_at": time.time()}
-            results = await asyncio.gather(*(episode.reset(seed, options) for episode in opened))
+            # Resets start 16 at a time with a yield between: started all at once, a large group's
+            # resets would run back to back in one loop turn and stall every other stream for seconds.
+            for index, episode in enumerate(opened):
+                resets.append(asyncio.ensure_future(episode.reset(seed, options)))
+                if index % 16 == 15:
+                    await asyncio.sleep(0)
+            results = await asyncio.gather(*resets)
         except BaseException:
+            for pending in resets:
+                pending.cancel()
             self.table.release_reservation(who, count - len(opened), sandboxed)
             for episode in opened:
                 await self._discard(episode)
             raise
         for index, (episode, result) in enumerate(zip(opened, results, strict=True)):
-            if index % 64 == 63:
+            if index % 16 == 15:
                 await asyncio.sleep(0)
             self.metrics.episodes_opened.labels(episode.spec.id).inc()
             await self._fill(response.episodes.add(), episode, result)
