@@ -220,59 +220,67 @@ class Episode:
         )
 
 
+_KIND_NAMES = {kind: kind.name.lower() for kind in t.RewardKind}
+_STATUS_NAMES = {status: status.name.lower() for status in t.ComponentStatus}
+
+
 def _trajectory_entry(
     step: int, actions: Mapping[str, t.Action] | None, result: t.StepResult, env_seconds: float
 ) -> dict[str, Any]:
     """One step as plain data: actions, and per agent the new messages, rewards, components and
-    checklist items (tensors are left out: a recorder wants the conversation, not the frames)."""
-    return {
-        "step": step,
-        "time": time.time(),
-        "env_seconds": env_seconds,
-        "actions": {agent: _action_summary(a) for agent, a in (actions or {}).items()},
-        "rewards": {agent: r.scalar_reward for agent, r in result.agents.items()},
-        "components": {
-            agent: [
-                {
-                    "name": c.name,
-                    "kind": c.kind.name.lower(),
-                    "value": c.value,
-                    "weight": c.weight,
-                    "status": c.status.name.lower(),
-                    "detail": c.detail,
-                }
-                for c in r.components
-            ]
-            for agent, r in result.agents.items()
-        },
-        "messages": {
-            agent: [_message_dict(m) for m in r.observation.messages]
-            for agent, r in result.agents.items()
-            if r.observation.messages
-        },
-        "checklist": {
-            agent: [
+    checklist items (tensors are left out: a recorder wants the conversation, not the frames).
+    One pass over the agents: this runs on the event loop for every step while a recorder listens."""
+    rewards: dict[str, float] = {}
+    components: dict[str, list[dict[str, Any]]] = {}
+    messages: dict[str, list[dict[str, Any]]] = {}
+    checklist: dict[str, list[dict[str, Any]]] = {}
+    legal_actions: dict[str, list[str]] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for agent, r in result.agents.items():
+        rewards[agent] = r.scalar_reward
+        components[agent] = [
+            {
+                "name": c.name,
+                "kind": _KIND_NAMES[c.kind],
+                "value": c.value,
+                "weight": c.weight,
+                "status": _STATUS_NAMES[c.status],
+                "detail": c.detail,
+            }
+            for c in r.components
+        ]
+        observation = r.observation
+        if observation.messages:
+            messages[agent] = [_message_dict(m) for m in observation.messages]
+        if r.checklist:
+            checklist[agent] = [
                 {
                     "item_id": c.item_id,
                     "turn": c.turn,
                     "passed": c.passed,
                     "weight": c.weight,
                     "score": c.score,
-                    "status": c.status.name.lower(),
+                    "status": _STATUS_NAMES[c.status],
                     "reason": c.reason,
                     "evidence": [{"turn": e.turn, "step": e.step, "snippet": e.snippet} for e in c.evidence],
                 }
                 for c in r.checklist
             ]
-            for agent, r in result.agents.items()
-            if r.checklist
-        },
-        "legal_actions": {
-            agent: list(r.observation.legal_actions)
-            for agent, r in result.agents.items()
-            if r.observation.legal_actions
-        },
-        "info": {agent: r.info for agent, r in result.agents.items() if r.info},
+        if observation.legal_actions:
+            legal_actions[agent] = list(observation.legal_actions)
+        if r.info:
+            info[agent] = r.info
+    return {
+        "step": step,
+        "time": time.time(),
+        "env_seconds": env_seconds,
+        "actions": {agent: _action_summary(a) for agent, a in actions.items()} if actions else {},
+        "rewards": rewards,
+        "components": components,
+        "messages": messages,
+        "checklist": checklist,
+        "legal_actions": legal_actions,
+        "info": info,
         "next_agent": result.next_agent,
         "done": result.done,
         "infra_failure": result.infra_failure.message if result.infra_failure else None,
