@@ -1,22 +1,27 @@
-"""The arithmetic GRPO recipe: a tiny model learns single-digit sums from reward, on CPU, through a server.
+"""The arithmetic GRPO recipe: a tiny model learns two-digit sums from reward, on CPU, through a server,
+and gets better at problems it never trained on.
 
-Shared by `examples/train_grpo_math.py` (the full curve and the plot) and
-`tests/test_train_grpo_math.py` (a short run that must show the rise).
+An example, not part of the runtime package. Shared by `examples/train_grpo_math.py` (the full curve
+and the plot) and `tests/test_train_grpo_math.py` (a short run that must show the rise); both import
+it from this folder.
 
 1. A 539k-parameter Llama-style model (128 wide, 2 layers) and a character-level tokenizer, built in
    code (no downloads).
 2. Warm-up: supervised steps on worked answers to training-split problems (the number alone, computed
    from the expression the agent is shown, as the plugin's scripted agent does), stopped as soon as the
-   greedy accuracy on 100 other training-split problems reaches `warmup_target` (25%). The policy then
-   knows the format and has begun to read the digits, but gets most problems wrong.
-3. GRPO on `math/arithmetic` difficulty 0 (`a + b` with a single-digit sum; every answer 0-9 equally
-   likely, so chance is 10%) with the `terse` prompt (the bare expression: a short context is much
-   quicker for a tiny model to learn to read). Training reward: `correct` + 0.1 `format`.
-4. Held-out reward: greedy accuracy on the `test` split's seeds, `correct` only (chance 0.1).
+   greedy accuracy on 100 other training-split draws reaches `warmup_target` (25%). The policy then
+   knows the format and has begun to add digits, but gets most problems wrong.
+3. GRPO on `math/arithmetic` difficulty 0 (`ab + cd`, two-digit numbers whose digits add without
+   carrying: 990 problems up to order, answers 20-99) with the `terse` prompt (the bare expression: a
+   short context is much quicker for a tiny model to learn to read). Training reward: `correct` +
+   0.1 `format`.
+4. Test reward: greedy accuracy on the `test` split, `correct` only. Its problems never occur in
+   training, in either order: the split is by problem (`palaestra.plugins.math.tasks.problem_split`,
+   about 200 of the 990). What carries over is the skill (adding two digits), not the answers.
 
 Why the warm-up stops early rather than teaching the format alone: from a policy at chance, reward
-reaches ~10% of samples and the policy must first learn to attend to the two digits; in our runs that
-took this model longer from reward than a CPU test can wait (see docs/training.md, "Learning, shown").
+reaches too few samples and the policy must first learn to attend to the digits; in our runs that took
+this model longer from reward than a CPU test can wait (see docs/training.md, "Learning, shown").
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ from palaestra.types import Message
 ENV = "math/arithmetic"
 _TASK = {"difficulty": 0, "prompt": "terse", "extract": ["last_number"], "step_checker": False}
 TRAIN_OPTIONS = {**_TASK, "split": "train", "weights": {"format": 0.1}}
-# Held-out and warm-up checks count only `correct`, so they read as accuracy.
-HELD_OUT_OPTIONS = {**_TASK, "split": "test", "weights": {"format": 0.0}}
+# The test and warm-up checks count only `correct`, so they read as accuracy.
+TEST_OPTIONS = {**_TASK, "split": "test", "weights": {"format": 0.0}}
 WARMUP_CHECK_OPTIONS = {**_TASK, "split": "train", "weights": {"format": 0.0}}
 WARMUP_CHECK_SEEDS = 5_000_000  # training-split seeds that neither the warm-up nor GRPO draws
 
@@ -67,7 +72,7 @@ class ArithmeticGRPO:
             group_size=self.group_size,
             tasks_per_step=self.tasks_per_step,
             task_options=TRAIN_OPTIONS,
-            eval_options=HELD_OUT_OPTIONS,
+            eval_options=TEST_OPTIONS,
             eval_tasks=self.eval_tasks,
             eval_temperature=0.0,
             learning_rate=self.learning_rate,
@@ -80,8 +85,8 @@ class ArithmeticGRPO:
             seed=self.seed,
         )
 
-    def held_out(self) -> list[tuple[int, float]]:
-        """(step, held-out reward) for every evaluated step."""
+    def test_rewards(self) -> list[tuple[int, float]]:
+        """(step, reward on the test split's unseen problems) for every evaluated step."""
         return [(int(m["step"]), m["eval/reward"]) for m in self.history if "eval/reward" in m]
 
 

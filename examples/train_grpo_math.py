@@ -1,9 +1,9 @@
 """GRPO on `math/arithmetic` with a tiny model built in code, on CPU, through a real Palaestra server.
 
-The recipe (model, warm-up, GRPO settings, held-out measure) is `palaestra.agents.arithmetic_recipe`;
+The recipe (model, warm-up, GRPO settings, test measure) is `examples/grpo_math_recipe.py`;
 `tests/test_train_grpo_math.py` runs a shorter version of it. This script runs the full curve, writes
 metrics to runs/grpo-math/metrics.jsonl and, with --plot, a PNG of reward (and each component) over
-GRPO steps.
+GRPO steps. `eval/reward` is greedy accuracy on the `test` split, whose problems never occur in training.
 
     python examples/train_grpo_math.py --steps 300 --plot docs/grpo_math.png
 """
@@ -15,9 +15,11 @@ import asyncio
 import time
 from pathlib import Path
 
-from palaestra.agents.arithmetic_recipe import ENV, ArithmeticGRPO, run_arithmetic_grpo
+from grpo_math_recipe import ENV, ArithmeticGRPO, run_arithmetic_grpo
+
 from palaestra.agents.client import AsyncClient
-from palaestra.agents.train_cli import MetricsLog, plot_metrics, server_address
+from palaestra.agents.metrics import MetricsLog, plot_metrics
+from palaestra.agents.train_runs import server_address
 
 
 async def train(recipe: ArithmeticGRPO, server: str | None, out: Path) -> float:
@@ -33,7 +35,7 @@ async def train(recipe: ArithmeticGRPO, server: str | None, out: Path) -> float:
             )
         if "eval/reward" in metrics:
             print(
-                f"step {metrics['step']:.0f}: held-out reward {metrics['eval/reward']:.3f} "
+                f"step {metrics['step']:.0f}: test-split (unseen) reward {metrics['eval/reward']:.3f} "
                 f"({time.perf_counter() - started:.0f}s)",
                 flush=True,
             )
@@ -58,8 +60,8 @@ def main() -> None:
     args = parser.parse_args()
     recipe = ArithmeticGRPO(steps=args.steps, seed=args.seed)
     seconds = asyncio.run(train(recipe, args.server, args.out))
-    held_out = recipe.held_out()
-    print(f"held-out reward: {held_out[0][1]:.3f} -> {held_out[-1][1]:.3f} ({seconds:.0f}s in all)")
+    test = recipe.test_rewards()
+    print(f"test-split reward: {test[0][1]:.3f} -> {test[-1][1]:.3f} ({seconds:.0f}s in all)")
     if args.plot:
         title = f"GRPO on {ENV}, difficulty 0 (tiny model, CPU), seed {args.seed}"
         print("plot:", plot_metrics(recipe.history, args.plot, title))

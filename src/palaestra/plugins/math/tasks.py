@@ -2,13 +2,13 @@
 
 A generator maps (index, difficulty, split) to one task, deterministically, so every seed names a task
 and a curriculum only has to raise `difficulty` (1 = easiest ... 5 = hardest). Difficulty 0 is a
-first rung below that for arithmetic only: single-digit addition, small enough for a tiny model to learn
-from reward alone; the other generators treat 0 as 1. The gold answer is computed with exact rational
-arithmetic from the generated structure, never by evaluating text.
+first rung below that for arithmetic only, for tiny models: two-digit addition without carrying. The
+other generators treat 0 as 1. The gold answer is computed with exact rational arithmetic from the
+generated structure, never by evaluating text.
 
 Splits are disjoint by problem, not by seed: every problem belongs to exactly one split, chosen by a
-hash of its canonical key (`problem_key`), and a generator draws from its seed's stream until it meets a
-problem of the requested split. The key ignores difficulty and generator, so a problem never changes
+hash of its canonical key (`problem_key`), and a generator draws from its seed's stream until it meets
+a problem of the requested split. The key ignores difficulty and generator, so a problem never changes
 split between levels.
 """
 
@@ -21,7 +21,6 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -162,26 +161,8 @@ def problem_key(task: Task) -> str:
     return canonical_expression(expression) if expression else task.problem
 
 
-@cache
-def _single_digit_splits() -> dict[str, str]:
-    """The 30 single-digit sums (`a + b <= 9`, up to order), split stratified by sum: of the pairs with
-    each sum, the TEST_SHARE with the smallest key hash (at least one, when the sum has two or more
-    pairs) go to `test`. So `train` keeps every sum 0-9 and `test` covers sums 2-9."""
-    splits: dict[str, str] = {}
-    for total in range(10):
-        keys = sorted((f"{left} + {total - left}" for left in range(total // 2 + 1)), key=_key_hash)
-        held_out = max(1, int(len(keys) * TEST_SHARE)) if len(keys) >= 2 else 0
-        splits |= {key: "test" if rank < held_out else "train" for rank, key in enumerate(keys)}
-    return splits
-
-
 def problem_split(key: str) -> str:
-    """The split that owns a problem: 'test' for a fixed TEST_SHARE of keys (by hash), else 'train'.
-    Single-digit sums (difficulty 0's whole space) are split stratified by sum instead, so that every
-    answer stays equally likely within each split; at other levels they keep the same split."""
-    fixed = _single_digit_splits().get(key)
-    if fixed is not None:
-        return fixed
+    """The split that owns a problem: 'test' for a fixed TEST_SHARE of keys (by hash), else 'train'."""
     return "test" if _key_hash(key) < TEST_SHARE else "train"
 
 
@@ -258,41 +239,32 @@ def _arithmetic(rng: random.Random, difficulty: int, fractions: bool) -> Task:
     )
 
 
-@cache
-def single_digit_pairs(split: str) -> tuple[tuple[tuple[int, int], ...], ...]:
-    """Difficulty 0's problems in one split, grouped by sum: `pairs[s]` holds the (left, right) terms
-    whose sum is s (see `problem_split`)."""
-    check_split(split)
-    return tuple(
-        tuple(
-            (left, total - left)
-            for left in range(total + 1)
-            if problem_split(canonical_expression(f"{left} + {total - left}")) == split
-        )
-        for total in range(10)
-    )
-
-
-def single_digit_addition(index: int, split: str) -> Task:
-    """Difficulty 0: `a + b` with a single-digit sum (55 problems, 30 up to order). The sum is drawn
-    uniformly from those the split has (0-9 in `train`, 2-9 in `test`), then a problem with that sum,
-    so no answer is more likely than another and an agent that ignores the problem scores 0.1 on
-    `train` (0.125 on `test`). No `test` problem, in either order, occurs in `train`."""
-    groups = single_digit_pairs(split)
-    rng = task_rng("arithmetic", index, 0, split)
-    total = rng.choice([s for s, pairs in enumerate(groups) if pairs])
-    left, right = rng.choice(groups[total])
+def _two_digit_sum(rng: random.Random) -> Task:
+    # Digit by digit: tens digits 1-8 adding up to at most 9, units digits adding up to at most 9.
+    left_tens = rng.randint(1, 8)
+    right_tens = rng.randint(1, 9 - left_tens)
+    left_units = rng.randint(0, 9)
+    right_units = rng.randint(0, 9 - left_units)
+    left, right = 10 * left_tens + left_units, 10 * right_tens + right_units
     return Task(
-        id=f"arithmetic-{split}-d0-{index}",
+        id="",  # set by _in_split
         problem=f"Compute the value of {left} + {right}.",
         answer=str(left + right),
         meta={"difficulty": 0, "generator": "arithmetic", "expression": f"{left} + {right}"},
     )
 
 
+def two_digit_addition(index: int, split: str) -> Task:
+    """Difficulty 0: `ab + cd`, two two-digit numbers whose digits add without carrying (36 x 55 =
+    1,980 problems, 990 up to order; answers 20-99). Each digit of the answer is the sum of the two
+    digits above it, so a policy that learns to add digits on training problems can solve test problems
+    it has never seen, which a split of a smaller space (such as the 55 single-digit sums) cannot show."""
+    return _in_split("arithmetic", index, 0, split, _two_digit_sum)
+
+
 def arithmetic_task(index: int, difficulty: int = 1, split: str = "train") -> Task:
     if difficulty == 0:
-        return single_digit_addition(index, split)
+        return two_digit_addition(index, split)
     return _in_split(
         "arithmetic", index, difficulty, split, lambda rng: _arithmetic(rng, difficulty, fractions=False)
     )
