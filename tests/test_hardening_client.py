@@ -126,10 +126,10 @@ def test_fork_fails_fast_and_spawned_children_connect(start_server: StartServer)
         assert answer.startswith("FAILED_PRECONDITION") and "forkserver" in answer
         spawned = multiprocessing.get_context("spawn")
         queue = spawned.Queue()
-        child = spawned.Process(target=_child_connects, args=(server.address, queue))
-        child.start()
+        spawned_child = spawned.Process(target=_child_connects, args=(server.address, queue))
+        spawned_child.start()
         assert queue.get(timeout=60) == "You said: child"
-        child.join(timeout=30)
+        spawned_child.join(timeout=30)
         # The parent's client and episode are untouched.
         assert client.step(mine.episode_id, "parent").result.observation.messages[0].content == (
             "You said: parent"

@@ -85,7 +85,7 @@ class RemoteEnv(gym.Env[Any, Any]):
         **client_args: Any,
     ) -> None:
         owns = isinstance(address_or_client, str)
-        self._client_args = ((address_or_client,), client_args)
+        self._address, self._client_kwargs = address_or_client, client_args
         self.client = (
             Client(address_or_client, **client_args)
             if isinstance(address_or_client, str)
@@ -103,8 +103,8 @@ class RemoteEnv(gym.Env[Any, Any]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
-        if self.client.closed and self._owns_client:  # reset after close(): connect again
-            self.client = Client(*self._client_args[0], **self._client_args[1])
+        if self.client.closed and isinstance(self._address, str):  # reset after close(): connect again
+            self.client = Client(self._address, **self._client_kwargs)
         if self.episode_id is None:
             [step] = self.client.open(
                 self.env_id, seed=seed, options={**self.open_options, **(options or {})}
