@@ -10,9 +10,9 @@ Environments:
 * `tools/mcp`       - the tools of the MCP server named in the `[plugins.tools.mcp]` config table, if any
 
 Config (`[plugins.tools]`): checklist_mode ("dense" | "sparse"), stop_on_required, checklist_scale,
-invalid_call_penalty, policy_penalty, user_model (an OpenAI-compatible endpoint table for a model-backed
-simulated user), web_seed, mcp (see docs/tools.md). Clients may override the first five per episode in
-their open options.
+invalid_call_penalty, policy_penalty, user_model (the name of a server [llm.NAME] chat endpoint for a
+model-backed simulated user; clients may only send a name), web_seed, mcp (see docs/tools.md). Clients
+may override the first five per episode in their open options.
 """
 
 from __future__ import annotations
