@@ -17,7 +17,7 @@ from palaestra import types as t
 from palaestra.agents.client import Client
 from palaestra.plugins.tools.reference import scripted_policy
 from palaestra.server.app import ServerThread
-from palaestra.server.config import ConfigError, load_config
+from palaestra.server.config import ConfigError, ServerConfig, load_config
 from palaestra.store import RunRecorder, StoreRecorder, StoreSettings, TrajectoryStore, export
 from palaestra.store.recorder import episode_row
 
@@ -256,3 +256,14 @@ def test_the_command_line_records_and_exports(tmp_path: Path) -> None:
         timeout=60,
     )
     assert missing.returncode != 0 and b"no trajectory store at" in missing.stderr
+
+
+def test_an_unusable_store_path_is_a_configuration_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match=r"store\.path .*cannot open the trajectory store"):
+        ServerThread(ServerConfig(port=0, store={"path": str(blocker / "t.sqlite")})).start()
+    corrupt = tmp_path / "corrupt.sqlite"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ConfigError, match="cannot open the trajectory store"):
+        ServerThread(ServerConfig(port=0, store={"path": str(corrupt)})).start()

@@ -7,10 +7,12 @@ after closing its episodes at shutdown (so the episodes closed by the shutdown a
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from palaestra.dashboard.settings import DashboardSettings
+from palaestra.server.config import ConfigError
 from palaestra.store.db import StoreSettings
 from palaestra.store.recorder import StoreRecorder
 
@@ -35,7 +37,10 @@ def attach(server: Any) -> Extras:
     extras = Extras()
     store = StoreSettings.from_table(server.config.store)
     if store.path:
-        extras.recorder = StoreRecorder(store)
+        try:
+            extras.recorder = StoreRecorder(store)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"store.path {store.path!r}: cannot open the trajectory store: {exc}") from None
         server.plugins.pm.register(extras.recorder, name="palaestra-store")
         server.runtime.record_trajectories = True
         log.info("recording episodes to %s", store.path)
