@@ -67,9 +67,10 @@ def palaestra_episode_finished(
 
     ``trajectory`` lists the episode's steps as plain dicts (step, time, env_seconds, actions, and per
     agent: rewards, components, new messages, checklist items with evidence, legal actions, info).
-    ``info`` says how it was opened: seed, options, task, owner (who opened it), group (episodes of one
-    open request share it: a GRPO group), opened_at (Unix time). An implementation may take only some
-    of these arguments. Keep it fast: it runs on the server's event loop. Exceptions are logged and ignored.
+    ``info`` says how it was opened: seed, options, task, owner (the stream or connection that opened
+    it), principal (the authenticated caller), group (episodes of one open request share it: a GRPO
+    group), opened_at (Unix time). An implementation may take only some of these arguments. Keep it
+    fast: it runs on the server's event loop. Exceptions are logged and ignored.
     """
 
 
