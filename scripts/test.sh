@@ -38,6 +38,12 @@ VF_VENV="$ROOT/.ci-work/venv-verifiers"
 if [ ! -x "$VF_VENV/bin/python" ]; then python3 -m venv "$VF_VENV"; fi
 quiet "$VF_VENV/bin/pip" install -q --upgrade pip
 quiet "$VF_VENV/bin/pip" install -q -c .ci/constraints.txt -e ".[verifiers]" uv
+# verl pins transformers 5.10, so it too gets a venv of its own (with the pinned CPU torch).
+# tests/test_adapter_verl.py runs its agent loop there.
+VERL_VENV="$ROOT/.ci-work/venv-verl"
+if [ ! -x "$VERL_VENV/bin/python" ]; then python3 -m venv "$VERL_VENV"; fi
+quiet "$VERL_VENV/bin/pip" install -q --upgrade pip
+quiet "$VERL_VENV/bin/pip" install -q -c .ci/constraints.txt -e ".[verl]"
 
 # The Node.js client example's packages (@grpc/grpc-js, @grpc/proto-loader), pinned by its package-lock.json.
 (cd examples/node-client && npm ci --no-audit --no-fund --loglevel=error)
