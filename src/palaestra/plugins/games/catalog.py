@@ -73,7 +73,9 @@ OPTIONS_SCHEMA: dict[str, Any] = {
         "max_plies": {"type": "integer", "minimum": 1, "maximum": 10_000},
         "max_turns": {"type": "integer", "minimum": 1, "maximum": 100},
     },
-    "additionalProperties": False,
+    # PettingZoo's convention (its api_test resets with {"options": 1}): other keys are ignored; the
+    # known ones above are checked.
+    "additionalProperties": True,
 }
 
 # name -> (PettingZoo module, ply limit, description)
