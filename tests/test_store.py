@@ -267,3 +267,24 @@ def test_an_unusable_store_path_is_a_configuration_error(tmp_path: Path) -> None
     corrupt.write_bytes(b"this is not a database" * 100)
     with pytest.raises(ConfigError, match="cannot open the trajectory store"):
         ServerThread(ServerConfig(port=0, store={"path": str(corrupt)})).start()
+
+
+def test_a_store_run_tags_every_episode_of_its_server(
+    start_server: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    """The embedded server of an evaluation or a training job: [store] run tags all its episodes."""
+    run = {"kind": "train", "model": "tiny-gpt", "tags": {"lr": 0.001}}
+    server = start_server(**_store_config(tmp_path / "run.sqlite", run=run))
+    with Client(server.address) as client:
+        group = client.open("echo", count=3)
+        client.close([e.episode_id for e in group])
+    assert server.server is not None and server.server.extras.recorder is not None
+    assert server.server.extras.recorder.flush()
+    with TrajectoryStore(tmp_path / "run.sqlite") as store:
+        [listed] = store.runs()
+        assert listed["kind"] == "train" and listed["model"] == "tiny-gpt" and listed["episodes"] == 3
+        assert {e["episode_id"] for e in store.episodes(run_id=listed["run_id"])} == {
+            e.episode_id for e in group
+        }
+    with pytest.raises(ValueError, match=r"store\.run must be a table with kind"):
+        StoreSettings.from_table({"path": "x", "run": {"model": "no kind"}})

@@ -268,6 +268,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config = _config_from(args)
     config.port = 0  # a free port on loopback: the embedded server is this command's alone
     config.host = "127.0.0.1"
+    if config.store.get("path"):  # --store: every episode of this server is this evaluation's
+        model = args.model or (str(args.vllm) if args.vllm else "")
+        config.store.setdefault("run", {"kind": "eval", "model": model, "tags": {"envs": args.env_ids}})
     with ServerThread(config) as server:
         return run_eval_command(args, server.address, config.auth_token or None)
 

@@ -19,7 +19,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,9 @@ class StoreSettings:
     flush_interval_s: float = 0.5  # how long a finished episode may wait before it is written
     max_pending: int = 100_000  # episodes waiting for the writer; beyond it new ones are dropped (logged)
     retention_interval_s: float = 60.0  # how often the writer applies max_age_days / max_episodes
+    # {kind, model, tags}: tag every episode this server records with one run (an embedded server of
+    # `palaestra eval` or a training job, whose episodes are all that run's)
+    run: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> StoreSettings:
@@ -117,6 +120,15 @@ class StoreSettings:
         for key in ("max_age_days", "max_episodes", "flush_interval_s", "retention_interval_s"):
             if getattr(settings, key) < 0:
                 raise ValueError(f"store.{key} must not be negative, got {getattr(settings, key)}")
+        if settings.run:
+            run = settings.run
+            unknown = set(run) - {"kind", "model", "tags"}
+            if unknown or not isinstance(run.get("kind"), str) or not isinstance(run.get("model", ""), str):
+                raise ValueError(
+                    f"store.run must be a table with kind (string), model (string), tags; got {run!r}"
+                )
+            if not isinstance(run.get("tags", {}), dict):
+                raise ValueError("store.run.tags must be a table")
         for key in ("batch_size", "max_pending"):
             if getattr(settings, key) < 1:
                 raise ValueError(f"store.{key} must be at least 1, got {getattr(settings, key)}")

@@ -94,6 +94,10 @@ class StoreRecorder:
         self.dropped = 0
         self._closing = False
         self._last_retention = 0.0
+        run = settings.run
+        self.run_id = (
+            self.store.start_run(run["kind"], run.get("model", ""), run.get("tags")) if run else None
+        )
         self._thread = threading.Thread(target=self._run, name="palaestra-store", daemon=True)
         self._thread.start()
 
@@ -145,6 +149,8 @@ class StoreRecorder:
             try:
                 rows = [episode_row(*item) for item in batch]
                 self.written += self.store.insert_rows(rows)
+                if self.run_id is not None:
+                    self.store.add_run_episodes(self.run_id, [summary.episode_id for summary, *_ in batch])
             except Exception:
                 log.exception("trajectory store: writing %d episodes failed", len(batch))
             handled += len(batch)
