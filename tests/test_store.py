@@ -288,3 +288,41 @@ def test_a_store_run_tags_every_episode_of_its_server(
         }
     with pytest.raises(ValueError, match=r"store\.run must be a table with kind"):
         StoreSettings.from_table({"path": "x", "run": {"model": "no kind"}})
+
+
+def test_palaestra_eval_with_a_store_records_its_run(tmp_path: Path) -> None:
+    """`palaestra eval --store` (embedded server) tags every episode with an eval run of its model."""
+    from stub_openai import StubOpenAI
+
+    from palaestra.cli import main
+
+    store = tmp_path / "eval.sqlite"
+    with StubOpenAI(lambda messages: "The answer is \\boxed{7}.", model="stub-model") as stub:
+        code = main(
+            [
+                "eval",
+                "math/arithmetic",
+                "--base-url",
+                stub.base_url,
+                "--model",
+                "stub-model",
+                "--episodes",
+                "2",
+                "--tasks",
+                "2",
+                "--out",
+                str(tmp_path / "eval.jsonl"),
+                "--no-progress",
+                "--store",
+                str(store),
+            ]
+        )
+    assert code == 0
+    with TrajectoryStore(store) as opened:
+        [run] = opened.runs()
+        assert run["kind"] == "eval" and run["model"] == "stub-model" and run["episodes"] == 4
+        assert run["tags"] == {"envs": ["math/arithmetic"]}
+        episodes = opened.episodes(run_id=run["run_id"], with_trajectory=True)
+        assert len(episodes) == 4 and all(e["env_id"] == "math/arithmetic" for e in episodes)
+        replies = [a for e in episodes for entry in e["trajectory"] for a in entry["actions"].values()]
+        assert replies and all("boxed{7}" in str(reply) for reply in replies)
