@@ -5,9 +5,10 @@ expect: `prm(problem, steps) -> list[float]`, one score in [0, 1] per step. Two 
 
 * ``protocol = "json"`` - POST ``{"problem": ..., "steps": [...]}`` to ``endpoint``; the reply is
   ``{"scores": [...]}``.
-* ``protocol = "openai"`` - POST a chat completion to ``endpoint`` (an OpenAI-compatible
-  ``/v1/chat/completions``) asking the model to rate every step; the reply's message content must be a JSON
-  list of numbers.
+* ``protocol = "openai"`` - ask an OpenAI-compatible chat endpoint (``endpoint`` is its base URL, e.g.
+  ``http://127.0.0.1:8000/v1``; a URL ending in ``/chat/completions`` works too) to rate every step, through
+  Palaestra's one chat client (`palaestra.llm.ChatEndpoint`); the reply's content must be a JSON list of
+  numbers.
 
 Configure it in the server config and name it in a math environment:
 
@@ -19,7 +20,7 @@ Configure it in the server config and name it in a math environment:
     [plugins.math]
     prm = "http_prm"
 
-Only the standard library is used: nothing is downloaded.
+Nothing is downloaded: the JSON protocol uses the standard library, the chat protocol `palaestra.llm`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from palaestra import hookimpl
+from palaestra.llm import ChatEndpoint
 
 _RATE_PROMPT = (
     "You grade solutions step by step. For each numbered step, give the probability (0 to 1) that the step "
@@ -48,31 +50,37 @@ def _post_json(url: str, body: dict[str, Any], timeout_s: float, headers: Mappin
         return json.loads(response.read())
 
 
-def make_prm(config: Mapping[str, Any]) -> Callable[..., list[float]]:
+def make_prm(config: Mapping[str, Any]) -> Callable[..., Any]:
+    """The reward function: synchronous for the JSON protocol, a coroutine function for the chat one."""
     endpoint = str(config["endpoint"])
     protocol = str(config.get("protocol", "json"))
     timeout_s = float(config.get("timeout_s", 20))
-    headers = {"Authorization": f"Bearer {config['api_key']}"} if config.get("api_key") else {}
-    if protocol not in ("json", "openai"):
-        raise ValueError(f"protocol must be 'json' or 'openai', not {protocol!r}")
+    if protocol == "json":
+        headers = {"Authorization": f"Bearer {config['api_key']}"} if config.get("api_key") else {}
 
-    def prm(problem: str, steps: list[str]) -> list[float]:
-        if protocol == "json":
+        def prm(problem: str, steps: list[str]) -> list[float]:
             reply = _post_json(endpoint, {"problem": problem, "steps": steps}, timeout_s, headers)
             return [float(s) for s in reply["scores"]]
-        numbered = "\n".join(f"Step {i + 1}: {step}" for i, step in enumerate(steps))
-        body = {
-            "model": str(config.get("model", "prm")),
-            "temperature": 0,
-            "messages": [
-                {"role": "system", "content": _RATE_PROMPT},
-                {"role": "user", "content": f"Problem: {problem}\n\n{numbered}"},
-            ],
-        }
-        reply = _post_json(endpoint, body, timeout_s, headers)
-        return [float(s) for s in json.loads(reply["choices"][0]["message"]["content"])]
 
-    return prm
+        return prm
+    if protocol != "openai":
+        raise ValueError(f"protocol must be 'json' or 'openai', not {protocol!r}")
+    chat = ChatEndpoint(
+        base_url=endpoint.removesuffix("/chat/completions"),
+        model=str(config.get("model", "prm")),
+        api_key=str(config.get("api_key", "")),
+        timeout_s=timeout_s,
+    )
+
+    async def rate(problem: str, steps: list[str]) -> list[float]:
+        numbered = "\n".join(f"Step {i + 1}: {step}" for i, step in enumerate(steps))
+        messages = [
+            {"role": "system", "content": _RATE_PROMPT},
+            {"role": "user", "content": f"Problem: {problem}\n\n{numbered}"},
+        ]
+        return [float(s) for s in json.loads(await chat.complete(messages))]
+
+    return rate
 
 
 @hookimpl
