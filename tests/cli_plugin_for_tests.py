@@ -59,9 +59,19 @@ def make(context: EnvContext) -> PickThree:
     return PickThree()
 
 
+class LyingReward(PickThree):
+    """Returns components AND a reward that is not their sum: the scalar reward rule refuses it."""
+
+    def step(self, actions: Mapping[str, Action]) -> StepResult:
+        result = super().step(actions)
+        result.agents[DEFAULT_AGENT].reward = 5.0
+        return result
+
+
 @hookimpl
 def palaestra_register_environments(registry: EnvRegistry, config: Mapping[str, Any]) -> None:
     registry.add(SPEC, make)
+    registry.add(EnvSpec(**{**vars(SPEC), "id": "clitest/lying-reward"}), lambda context: LyingReward())
 
 
 @hookimpl

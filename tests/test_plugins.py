@@ -291,3 +291,21 @@ def test_env_base_classes_enforce_themselves() -> None:
             async def reset(self, seed: object = None, options: object = None) -> None: ...  # type: ignore[override]
 
             def step(self, actions: object) -> None: ...  # type: ignore[override]
+
+
+def test_a_reward_that_is_not_the_sum_of_its_components_is_refused() -> None:
+    """One rule for the scalar reward: with components, it is their weighted sum; an environment that
+    returns another value broke its reward contract (an infrastructure failure, never a reward)."""
+    from palaestra.server.app import ServerThread
+    from palaestra.server.config import ServerConfig
+
+    config = ServerConfig(
+        port=0, plugin_modules=["cli_plugin_for_tests"], disabled_plugins=["code", "math", "games", "tools"]
+    )
+    with ServerThread(config) as server, Client(server.address) as client:
+        [honest] = client.open("clitest/pick-three", seed=1)
+        assert client.step(honest.episode_id, {"agent": 3}).result.reward == 1.0
+        [lying] = client.open("clitest/lying-reward", seed=1)
+        step = client.step(lying.episode_id, {"agent": 3})
+        assert step.infra_failure is not None and step.infra_failure.source == "environment"
+        assert "differs from the weighted sum of its components" in step.infra_failure.message
