@@ -36,6 +36,11 @@ def test_disable_by_environment_variable(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_extra_module_plugin() -> None:
     plugins = load_plugins(extra_modules=["plugin_for_tests"], disabled=["code", "math", "games", "tools"])
     assert plugins.envs.get("test/crash").spec.plugin == "plugin_for_tests"
+    # A module that is also an installed entry point is loaded once, under the entry point's name.
+    again = load_plugins(["palaestra.plugins.echo"], ["code", "math", "games", "tools"])
+    assert "echo" in again.loaded and "palaestra.plugins.echo" not in again.loaded
+    with pytest.raises(PluginError, match="cannot import plugin module 'no_such_module_here'"):
+        load_plugins(["no_such_module_here"], ["code", "math", "games", "tools"])
 
 
 def test_duplicate_ids_are_refused_naming_both_plugins() -> None:

@@ -117,6 +117,8 @@ class Plugins:
                 module = importlib.import_module(dotted)
             except Exception as exc:
                 raise PluginError(f"cannot import plugin module {dotted!r}: {exc!r}") from exc
+            if self.pm.is_registered(module):
+                continue  # also installed through an entry point: loaded once, under that name
             self.add(dotted, module, getattr(module, "__version__", ""))
         self.check()
 
