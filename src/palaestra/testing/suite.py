@@ -48,8 +48,9 @@ class ComplianceSuite:
             metafunc.parametrize("env_id", type(self).environments())
 
     @pytest.fixture(scope="class")
-    def compliance_server(self) -> Iterator[ServerThread]:
-        config = ServerConfig(port=0, plugin_modules=list(self.plugin_modules), **self.server_config)
+    @classmethod
+    def compliance_server(cls) -> Iterator[ServerThread]:
+        config = ServerConfig(port=0, plugin_modules=list(cls.plugin_modules), **cls.server_config)
         with ServerThread(config) as server:
             yield server
 
@@ -59,8 +60,9 @@ class ComplianceSuite:
             yield connected
 
     @pytest.fixture(scope="class")
-    def plugins(self) -> Plugins:
-        return load_plugins(self.plugin_modules)
+    @classmethod
+    def plugins(cls) -> Plugins:
+        return load_plugins(cls.plugin_modules)
 
     def test_open_and_close(self, client: Client, env_id: str) -> None:
         compliance.check_open_and_close(client, env_id)
