@@ -10,14 +10,13 @@ the client-side plugin manager (`palaestra.pluginmanager.client_plugins()`).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import numpy as np
 
 from palaestra import types as t
+from palaestra.hookspecs import ScriptedPolicy as Policy
 from palaestra.pluginmanager import Plugins
-
-Policy = Callable[[t.EpisodeStep], Mapping[str, t.Action]]
 
 
 class NoScriptedPolicy(LookupError):
