@@ -261,3 +261,40 @@ def test_malformed_specs_are_refused_at_registration(change: dict[str, Any], say
     )
     with pytest.raises(RegistrationError, match=says):
         EnvRegistry().add(spec, lambda ctx: None)  # type: ignore[arg-type,return-value]
+
+
+NULL_ACTIONS = {
+    "ok": "ok",
+    "an empty program": "```python\ndef solution(*args):\n    pass\n```",
+}
+
+
+@pytest.mark.parametrize(
+    "env_id",
+    [
+        "tools/shop",
+        "tools/travel",
+        "tools/web-facts",
+        "tools/web-shop",
+        "code/python",
+        "math/arithmetic",
+        "echo/text",
+    ],
+)
+@pytest.mark.parametrize("null", sorted(NULL_ACTIONS))
+def test_a_null_submission_earns_nothing(client: Client, env_id: str, null: str) -> None:
+    """An agent that does nothing (says "ok", submits a program that does nothing) never earns credit:
+    not from checklist items, not from a database that the task leaves unchanged anyway."""
+    for seed in range(6):
+        [step] = client.open(env_id, seed=seed)
+        total = 0.0
+        for _ in range(40):
+            step = client.step(step.episode_id, NULL_ACTIONS[null])
+            assert step.infra_failure is None, step.infra_failure
+            total += step.result.reward
+            credit = [c for c in step.result.components if c.contribution > 0]
+            assert not credit, (env_id, seed, credit)
+            if step.done:
+                break
+        assert step.done and total <= 0.0, (env_id, seed, total)
+        client.close(step.episode_id)
