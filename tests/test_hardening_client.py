@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import socket
 from collections.abc import Callable
 
@@ -134,3 +136,29 @@ def test_fork_fails_fast_and_spawned_children_connect(start_server: StartServer)
         assert client.step(mine.episode_id, "parent").result.observation.messages[0].content == (
             "You said: parent"
         )
+
+
+@pytest.mark.timeout(120)
+def test_a_hung_server_is_noticed_by_keepalive() -> None:
+    """A server that stops answering (SIGSTOP) is found dead by the client's keepalive: the waiting step
+    ends as an infrastructure failure long before the request's own deadline."""
+    import subprocess
+    import sys
+    import time
+
+    port = _free_port()
+    disabled = [f"--disable-plugin={name}" for name in ("code", "math", "games", "tools", "gym")]
+    command = [sys.executable, "-m", "palaestra", "serve", "--port", str(port), "--no-store", *disabled]
+    server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    try:
+        with Client(f"127.0.0.1:{port}", timeout_s=90, keepalive_s=1) as client:
+            [episode] = client.open("echo")  # waits for the server to come up
+            os.kill(server.pid, signal.SIGSTOP)
+            started = time.monotonic()
+            step = client.step(episode.episode_id, "anyone there?")
+            waited = time.monotonic() - started
+        assert step.infra_failure is not None and step.infra_failure.source == "connection"
+        assert waited < 60, f"the step waited {waited:.0f} s: keepalive did not notice the hung server"
+    finally:
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait()

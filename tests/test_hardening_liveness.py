@@ -114,3 +114,20 @@ def test_drain_answers_not_serving_while_in_flight_steps_finish(start_server: St
     assert statuses == [health_pb2.HealthCheckResponse.NOT_SERVING]
     assert refused.value.code is grpc.StatusCode.UNAVAILABLE
     assert results and results[0].result.reward == 1.0
+
+
+@pytest.mark.timeout(120)
+def test_keepalive_finds_a_hung_client(start_server: StartServer) -> None:
+    """A client that stops answering (SIGSTOP: its connection stays open) is found dead by the server's
+    keepalive pings, and its stream's episodes close."""
+    server = start_server(disabled_plugins=ONLY_ECHO, keepalive_time_s=1.0, keepalive_timeout_s=1.0)
+    process = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, server.address], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "50"
+        os.kill(process.pid, signal.SIGSTOP)
+        assert _wait_for(lambda: _open_episodes(server) == 0, 30), "the hung client kept its episodes"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()

@@ -94,6 +94,7 @@ def channel_options(max_message_mb: int = 64, keepalive_s: float = 10.0) -> list
         # and the calls waiting on it end as lost episodes instead of hanging.
         ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
         ("grpc.keepalive_timeout_ms", int(keepalive_s * 1000)),
+        ("grpc.http2.ping_timeout_ms", int(keepalive_s * 1000)),  # gRPC's default: a minute
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
         # Reconnect with backoff: 0.5 s at first, doubling up to 5 s (a restarted server is found quickly).

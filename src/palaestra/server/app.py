@@ -96,6 +96,8 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, Any]]:
         # calls end (so its Session streams' episodes close).
         ("grpc.keepalive_time_ms", keepalive_ms),
         ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_s * 1000)),
+        # Any ping in flight (not only keepalive's) times out this fast; gRPC's default is a minute.
+        ("grpc.http2.ping_timeout_ms", int(config.keepalive_timeout_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
         # Clients ping every CLIENT_KEEPALIVE_S (10 s): accept pings that often without calling it abuse.
