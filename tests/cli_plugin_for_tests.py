@@ -68,10 +68,18 @@ class LyingReward(PickThree):
         return result
 
 
+class NoStep(Env):
+    """Forgot `step`: cannot be instantiated (registering the class itself would be refused)."""
+
+    def reset(self, seed: int | None = None, options: Mapping[str, Any] | None = None) -> StepResult:
+        return StepResult.single(AgentResult())
+
+
 @hookimpl
 def palaestra_register_environments(registry: EnvRegistry, config: Mapping[str, Any]) -> None:
     registry.add(SPEC, make)
     registry.add(EnvSpec(**{**vars(SPEC), "id": "clitest/lying-reward"}), lambda context: LyingReward())
+    registry.add(EnvSpec(**{**vars(SPEC), "id": "clitest/no-step"}), lambda context: NoStep())  # type: ignore[abstract]
 
 
 @hookimpl

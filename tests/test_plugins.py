@@ -4,14 +4,16 @@ failures reported (and fatal under strict plugins); the client-side hooks; the E
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 
 from palaestra import ChatSpace, EnvSpec
-from palaestra.agents.client import Client
+from palaestra.agents.client import Client, PalaestraError
 from palaestra.pluginmanager import PluginError, Plugins, PluginState, client_plugins, load_plugins
 from palaestra.registry import EnvRegistry, RegistrationError
 
@@ -314,3 +316,8 @@ def test_a_reward_that_is_not_the_sum_of_its_components_is_refused() -> None:
         step = client.step(lying.episode_id, {"agent": 3})
         assert step.infra_failure is not None and step.infra_failure.source == "environment"
         assert "differs from the weighted sum of its components" in step.infra_failure.message
+        # An Env without `step` fails when it is made, naming the method, before any episode runs.
+        with pytest.raises(PalaestraError) as no_step:
+            client.open("clitest/no-step")
+        assert no_step.value.code is grpc.StatusCode.INTERNAL
+        assert re.search(r"abstract method '?step", no_step.value.message), no_step.value.message
