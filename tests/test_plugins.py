@@ -321,3 +321,14 @@ def test_a_reward_that_is_not_the_sum_of_its_components_is_refused() -> None:
             client.open("clitest/no-step")
         assert no_step.value.code is grpc.StatusCode.INTERNAL
         assert re.search(r"abstract method '?step", no_step.value.message), no_step.value.message
+
+
+def test_strict_plugins_from_the_config_file(tmp_path: Path) -> None:
+    from palaestra.server.config import ConfigError, load_config
+
+    path = tmp_path / "palaestra.toml"
+    path.write_text("[plugins]\nstrict = true\n")
+    assert load_config(path, environ={}).strict_plugins
+    path.write_text('[plugins]\nstrict = "yes"\n')
+    with pytest.raises(ConfigError, match=r"plugins\.strict must be true or false"):
+        load_config(path, environ={})

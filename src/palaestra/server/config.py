@@ -10,6 +10,7 @@ auth_token = ""        # non-empty: clients must send "authorization: Bearer <to
 [plugins]
 modules = ["my_plugin"]   # extra plugin modules besides the entry points
 disable = ["gym"]
+strict = true             # a plugin that fails to load stops the server (PALAESTRA_STRICT_PLUGINS=1)
 
 [plugins.code]            # handed to the `code` plugin's hooks as `config`
 max_turns = 4
