@@ -28,9 +28,9 @@ receives a job's data and never runs a job, so every job starts from the same pr
 else is exec'd, and so is any job the child cannot reproduce faithfully (a work-dir file that would shadow
 an already imported module, a user site directory, a script that is not a plain source file).
 
-In a Docker container the runner is the container's init (pid 1; no docker-init). Pid 1 holds the container's
-stdio, which carries this protocol, so it must be a process jobs cannot reach through /proc/1/fd: the runner
-is non-dumpable. As init it reaps every orphan as soon as SIGCHLD says one exited (`Reaper`), keeping the
+The runner is its PID namespace's init (pid 1) on both built-in backends: a Docker container's main process
+(no docker-init), or `bwrap --as-pid-1`. Pid 1 holds the container's stdio, which carries this protocol, so
+it must be a process jobs cannot reach through /proc/1/fd: the runner is non-dumpable. As init it reaps every orphan as soon as SIGCHLD says one exited (`Reaper`), keeping the
 wait statuses of its own children for their owners; and the kernel delivers to pid 1 only signals it
 handles (SIGCHLD), so a job can neither kill nor stop it.
 """
@@ -220,19 +220,10 @@ def stat_fields(pid):
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def namespace_cpu_seconds():
-    """CPU time used by every process in our PID namespace, the dead ones included.
-
-    Each live process counts its own time and that of the children it reaped (utime, stime, cutime,
-    cstime); orphans are reaped by init (us, or bubblewrap's), so nothing a job ran escapes the sum.
-    """
-    total = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = stat_fields(entry)
-            if fields is not None:
-                total += sum(int(x) for x in fields[11:15])
-    return total / CLOCK_TICKS
+def process_cpu_seconds(pid):
+    """CPU time of a process and of the children it reaped (utime, stime, cutime, cstime)."""
+    fields = stat_fields(pid)
+    return 0.0 if fields is None else sum(int(x) for x in fields[11:15]) / CLOCK_TICKS
 
 
 def cpu_wait_seconds(pid):
@@ -779,7 +770,7 @@ def sweep(job_group, zygote, bound=2.0):
 
 def kill_everything(bound):
     """Kill every process we may signal in our PID namespace and wait until they are reaped (by us as
-    the container's init, by bubblewrap's init in a local sandbox)."""
+    the namespace's init on the built-in backends)."""
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
@@ -1027,7 +1018,7 @@ class Runner:
         stderr_r, stderr_w = os.pipe()
         stdio = (stdin_r, stdout_w, stderr_w)
         oom_before = oom_kills()
-        cpu_before = namespace_cpu_seconds()
+        cpu_before = self.sandbox_cpu_seconds()
         started = time.monotonic()
         job = self.fork_python_job(argv, env, limits, stdio) or start_exec_job(argv, env, limits, stdio)
         for fd in stdio:
@@ -1037,8 +1028,7 @@ class Runner:
         deadline = started + float(req["timeout"])
         outcome = pump(job, deadline, stdin_w, stdin_data, captures, self.child_exited)
         wall = time.monotonic() - started
-        cpu = namespace_cpu_seconds() - cpu_before
-        waited = cpu_wait_seconds(job.pid)
+        waited = cpu_wait_seconds(job.pid) if outcome[0] == "timeout" else 0.0
         job.stop()
         if SWEEP:
             sweep(job.pid, self.zygote)
@@ -1046,6 +1036,7 @@ class Runner:
         REAPER.reap()
         if self.zygote.pid and is_stopped(self.zygote.pid):
             self.zygote.discard()  # stopped by the job (`kill -STOP -1`): it would stall the next job
+        cpu = self.sandbox_cpu_seconds() - cpu_before
         self.zygote.ensure_started()
         stdout, stderr = captures[stdout_r], captures[stderr_r]
         if job.exec_error:
@@ -1066,6 +1057,16 @@ class Runner:
             "detail": detail,
             "via": job.via,
         }
+
+    def sandbox_cpu_seconds(self):
+        """CPU time used in the sandbox so far, when no job runs (before one starts, after its sweep).
+
+        Then only the runner and its fork server live: every other process was reaped by one of them,
+        and its time is in their children's times (orphans are re-parented to the runner, the init).
+        """
+        own = os.times()
+        total = own.user + own.system + own.children_user + own.children_system
+        return total + (process_cpu_seconds(self.zygote.pid) if self.zygote.pid else 0.0)
 
     def fork_python_job(self, argv, env, limits, stdio):
         if not self.zygote.serves(argv, env):
