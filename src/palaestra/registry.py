@@ -21,6 +21,11 @@ class RegistrationError(ValueError):
     """A plugin tried to register something twice, or something malformed."""
 
 
+class EnvUnavailable(RuntimeError):
+    """The id names an environment this server knows but cannot build here: an optional dependency is
+    missing. The message says what to install. Clients get FAILED_PRECONDITION, not NOT_FOUND."""
+
+
 class UnknownEnvironment(KeyError):
     def __init__(self, env_id: str, known: list[str], prefixes: Sequence[str] = (), reason: str = "") -> None:
         close = difflib.get_close_matches(env_id, known, n=3)
@@ -96,8 +101,9 @@ class EnvRegistry:
         self._entries[spec.id] = EnvRegistration(spec=spec, factory=factory)
 
     def add_resolver(self, prefix: str, resolver: EnvResolver) -> None:
-        """Resolve ids starting with `prefix` on demand; the resolver returns None for ids it cannot serve
-        and raises ValueError with a reason for ids it recognises but cannot build."""
+        """Resolve ids starting with `prefix` on demand; the resolver returns None for ids it cannot serve,
+        raises ValueError with a reason for ids it recognises but cannot build, and EnvUnavailable for ids
+        whose optional dependency is not installed."""
         if prefix in self._resolvers:
             raise RegistrationError(f"id prefix {prefix!r} already has a resolver")
         self._resolvers[prefix] = (resolver, *self._current_plugin)

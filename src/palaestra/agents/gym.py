@@ -12,10 +12,20 @@ obs, rewards, terms, truncs, infos = envs.step(envs.action_space.sample())
 
 Chat environments appear as text observations (the new messages' contents joined) and text actions.
 An infrastructure failure on the server raises `InfraFailureError`: it is never turned into a reward.
+
+Importing this module registers the server's environments with Gymnasium: `palaestra/<id>` for every id
+in the installed Gymnasium registry (served as `gym/<id>`), and `palaestra/Remote-v0` for any other
+environment (`env_id=` names it). Keywords other than the connection's go to the remote `gym.make`
+(`is_slippery`, `map_name`...) or reset, as open options; `render_mode` is "ansi" or "rgb_array"::
+
+    import palaestra.agents.gym  # or gym.make("palaestra.agents.gym:palaestra/FrozenLake-v1", ...)
+    env = gym.make("palaestra/FrozenLake-v1", address="127.0.0.1:50051", token=None, is_slippery=False)
+    env = gym.make("palaestra/Remote-v0", env_id="rg/leg_counting", address="127.0.0.1:50051")
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +39,7 @@ from palaestra import wire
 from palaestra.agents.client import Client
 
 TEXT_LIMIT = 1 << 16
+RENDER_MODES = ("ansi", "rgb_array")
 
 
 class InfraFailureError(RuntimeError):
@@ -75,15 +86,20 @@ def _check(step: t.EpisodeStep) -> t.EpisodeStep:
 class RemoteEnv(gym.Env[Any, Any]):
     """One remote episode behind the `gymnasium.Env` API (single-agent environments)."""
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": list(RENDER_MODES)}
 
     def __init__(
         self,
         address_or_client: str | Client,
         env_id: str,
         options: Mapping[str, Any] | None = None,
+        render_mode: str | None = None,
         **client_args: Any,
     ) -> None:
+        if render_mode is not None and render_mode not in RENDER_MODES:
+            raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
+        self.render_mode = render_mode
+        self._frame: Any = None
         owns = isinstance(address_or_client, str)
         self._address, self._client_kwargs = address_or_client, client_args
         self.client = (
@@ -94,10 +110,27 @@ class RemoteEnv(gym.Env[Any, Any]):
         self._owns_client = owns
         self.env_id = env_id
         self.open_options = dict(options or {})
+        if render_mode is not None:
+            self.open_options["render_mode"] = render_mode  # the server renders and sends the frames
         self.remote_spec = self.client.describe(env_id)
         self.observation_space = gym_space(self.remote_spec.observation_space)
         self.action_space = gym_space(self.remote_spec.action_space)
         self.episode_id: str | None = None
+
+    def _take_frame(self, info: dict[str, Any]) -> dict[str, Any]:
+        if self.render_mode is not None and "render" in info:
+            frame = info.pop("render")
+            if isinstance(frame, Mapping) and "rgb" in frame:
+                shape = tuple(int(n) for n in frame["shape"])
+                frame = np.frombuffer(base64.b64decode(frame["rgb"]), dtype=np.uint8).reshape(shape)
+            self._frame = frame
+        return info
+
+    def render(self) -> Any:
+        """The last frame the server rendered: text ("ansi") or an RGB array ("rgb_array")."""
+        if self.render_mode is None:
+            return None
+        return self._frame
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -113,7 +146,7 @@ class RemoteEnv(gym.Env[Any, Any]):
         else:
             step = self.client.reset(self.episode_id, seed=seed, options=options)
         result = self._checked(step).result
-        return _observation(self.observation_space, result), dict(result.info)
+        return _observation(self.observation_space, result), self._take_frame(dict(result.info))
 
     def _checked(self, step: t.EpisodeStep) -> t.EpisodeStep:
         """Raise InfraFailureError for an infrastructure failure; the failed episode is closed, so the
@@ -130,7 +163,7 @@ class RemoteEnv(gym.Env[Any, Any]):
         result = self._checked(
             self.client.step(self.episode_id, _to_action(self.action_space, action))
         ).result
-        info = dict(result.info)
+        info = self._take_frame(dict(result.info))
         if result.components:
             info["reward_components"] = {c.name: c.value for c in result.components}
         return (
@@ -255,6 +288,44 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
             self.client.close_client()
 
 
+def make_remote(
+    env_id: str,
+    address: str,
+    token: str | None = None,
+    render_mode: str | None = None,
+    tls_root_cert: str | None = None,
+    **options: Any,
+) -> RemoteEnv:
+    """The entry point of the `palaestra/...` Gymnasium ids: one remote episode of `env_id`, opened with
+    `options` (they reach the remote `gym.make` or reset)."""
+    return RemoteEnv(
+        address, env_id, options=options, render_mode=render_mode, token=token, tls_root_cert=tls_root_cert
+    )
+
+
+_ENTRY_POINT = "palaestra.agents.gym:make_remote"
+
+
+def register_gymnasium_ids() -> list[str]:
+    """Register `palaestra/<id>` for every un-namespaced id in the installed Gymnasium registry (served
+    remotely as `gym/<id>`), and `palaestra/Remote-v0` for any environment; returns the ids added."""
+    added = []
+    for gym_id, spec in list(gym.registry.items()):
+        if spec.namespace is not None or f"palaestra/{gym_id}" in gym.registry:
+            continue
+        gym.register(
+            f"palaestra/{gym_id}",
+            entry_point=_ENTRY_POINT,
+            kwargs={"env_id": f"gym/{gym_id}"},
+            disable_env_checker=True,  # checked on the server, where the environment runs
+        )
+        added.append(f"palaestra/{gym_id}")
+    if "palaestra/Remote-v0" not in gym.registry:
+        gym.register("palaestra/Remote-v0", entry_point=_ENTRY_POINT, disable_env_checker=True)
+        added.append("palaestra/Remote-v0")
+    return added
+
+
 def _seeds(seed: int | list[int] | None, n: int) -> list[int | None]:
     if seed is None:
         return [None] * n
@@ -263,3 +334,6 @@ def _seeds(seed: int | list[int] | None, n: int) -> list[int | None]:
     if len(seed) != n:
         raise ValueError(f"expected {n} seeds, got {len(seed)}")
     return list(seed)
+
+
+register_gymnasium_ids()

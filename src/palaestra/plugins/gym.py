@@ -1,12 +1,20 @@
 """The `gym` plugin: serves any installed Gymnasium environment as `gym/<id>` (e.g. `gym/CartPole-v1`).
 
-A few classic ones are listed in the catalog up front; every other installed id is built on first use.
-Seeds go to `env.reset(seed=...)`, Gymnasium's time limits come back as truncation, and the spaces are
-described in the catalog. Observations travel as tensors, actions as discrete or tensor actions.
+A few classic ones are listed in the catalog up front (their newest version in the installed Gymnasium);
+every other installed id is built on first use. Seeds go to `env.reset(seed=...)`, Gymnasium's time limits
+come back as truncation, and the spaces are described in the catalog. Observations travel as tensors,
+actions as discrete or tensor actions.
+
+Open options named like a parameter of the environment's constructor (`is_slippery`, `map_name`,
+`render_mode`...) go to `gym.make`; the others go to `env.reset(options=...)`. With a `render_mode`
+("ansi" or "rgb_array") every result's info carries the frame under "render". An id whose optional
+dependency is missing (Box2D, MuJoCo) answers FAILED_PRECONDITION naming the extra to install.
 """
 
 from __future__ import annotations
 
+import base64
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,11 +38,13 @@ from palaestra import (
     hookimpl,
 )
 from palaestra.env import EnvFactory
-from palaestra.registry import EnvRegistry
+from palaestra.registry import EnvRegistry, EnvUnavailable
 from palaestra.types import Space
 
 PREFIX = "gym/"
-LISTED = ("CartPole-v1", "MountainCar-v0", "Acrobot-v1", "Pendulum-v1", "FrozenLake-v1", "Taxi-v3")
+# Listed in the catalog up front, each at the newest version the installed Gymnasium registers.
+LISTED_NAMES = ("CartPole", "MountainCar", "Acrobot", "Pendulum", "FrozenLake", "Taxi")
+RENDER_MODES = ("ansi", "rgb_array")
 # Pure-Python simulations that step in microseconds: run them on the event loop, skipping a thread hop.
 INLINE_ENTRY_POINTS = ("gymnasium.envs.classic_control", "gymnasium.envs.toy_text")
 
@@ -58,7 +68,18 @@ def space_from_gym(space: gym.Space[Any]) -> Space:
     raise ValueError(f"Gymnasium space {type(space).__name__} cannot be served (flatten it with a wrapper)")
 
 
-# Open and reset options go to `env.reset(options=...)`. Gymnasium environments define their own; the
+def listed_ids() -> list[str]:
+    """The catalog's classic ids, each at the newest version registered (Taxi-v3 became Taxi-v4)."""
+    ids = []
+    for name in LISTED_NAMES:
+        version = gym.envs.registration.find_highest_version(None, name)
+        if version is not None:
+            ids.append(gym.envs.registration.get_env_id(None, name, version))
+    return ids
+
+
+# Open and reset options go to `env.reset(options=...)`, except those named like a constructor
+# parameter, which go to `gym.make`. Gymnasium environments define their own reset options; the
 # classic-control ones take `low`/`high` bounds of the initial state. Others are passed through, and an
 # environment that refuses them answers INVALID_ARGUMENT.
 OPTIONS_SCHEMA: dict[str, Any] = {
@@ -68,18 +89,64 @@ OPTIONS_SCHEMA: dict[str, Any] = {
         "high": {"type": "number", "description": "a number: upper bound of the initial state"},
     },
 }
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+_EXTRAS = {"box2d": "box2d", "mujoco": "mujoco", "atari": "atari", "phys2d": "jax", "tabular": "jax"}
+
+
+def constructor_parameters(gym_spec: gym.envs.registration.EnvSpec) -> dict[str, dict[str, Any]]:
+    """JSON Schemas of the environment constructor's keyword parameters whose defaults are plain values
+    (these options go to `gym.make`); empty when the entry point cannot be inspected."""
+    entry = gym_spec.entry_point
+    try:
+        creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+        signature = inspect.signature(creator) if callable(creator) else None
+    except (ImportError, AttributeError, ValueError, TypeError, gym.error.Error):
+        return {}
+    if signature is None:
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for name, parameter in signature.parameters.items():
+        default = gym_spec.kwargs.get(name, parameter.default)
+        kind = _JSON_TYPES.get(type(default))
+        if name == "render_mode":
+            found[name] = {"enum": list(RENDER_MODES), "description": "frames in info['render']"}
+        elif kind is not None:
+            found[name] = {"type": kind, "description": f"gym.make({name}=...), default {default!r}"}
+    return found
+
+
+def _extra_for(gym_spec: gym.envs.registration.EnvSpec) -> str:
+    parts = str(gym_spec.entry_point).split(":")[0].split(".")
+    for part in parts:
+        if part in _EXTRAS:
+            return f'pip install "gymnasium[{_EXTRAS[part]}]"'
+    return f"install the package that provides {gym_spec.entry_point}"
+
+
+def _render(env: gym.Env[Any, Any]) -> Any:
+    frame = env.render()
+    if isinstance(frame, np.ndarray):
+        data = np.ascontiguousarray(frame, dtype=np.uint8)
+        return {"shape": list(data.shape), "rgb": base64.b64encode(data.tobytes()).decode("ascii")}
+    return frame
 
 
 class GymEnv(Env):
-    def __init__(self, env: gym.Env[Any, Any]) -> None:
+    def __init__(self, env: gym.Env[Any, Any], make_options: frozenset[str] = frozenset()) -> None:
         self.env = env
+        self.make_options = make_options  # open options already given to gym.make, not to reset
+        self.renders = env.render_mode in RENDER_MODES
         self.obs_dtype = env.observation_space.dtype or np.dtype("int64")
         self.discrete_action = isinstance(env.action_space, gym.spaces.Discrete)
 
     def _observation(self, obs: Any) -> Observation:
         return Observation(tensor=np.asarray(obs, dtype=self.obs_dtype))
 
+    def _info(self, info: dict[str, Any]) -> dict[str, Any]:
+        return {**info, "render": _render(self.env)} if self.renders else info
+
     def reset(self, seed: int | None = None, options: Mapping[str, Any] | None = None) -> StepResult:
+        options = {k: v for k, v in (options or {}).items() if k not in self.make_options}
         if options:
             try:
                 obs, info = self.env.reset(seed=seed, options=dict(options))
@@ -88,7 +155,9 @@ class GymEnv(Env):
                 raise InvalidAction(f"the reset options {dict(options)} were refused: {exc}") from None
         else:
             obs, info = self.env.reset(seed=seed)
-        return StepResult.single(AgentResult(observation=self._observation(obs), reward=0.0, info=info))
+        return StepResult.single(
+            AgentResult(observation=self._observation(obs), reward=0.0, info=self._info(info))
+        )
 
     def step(self, actions: Mapping[str, Action]) -> StepResult:
         action = next(iter(actions.values()))
@@ -100,7 +169,7 @@ class GymEnv(Env):
                 reward=float(reward),
                 terminated=bool(terminated),
                 truncated=bool(truncated),
-                info=info,
+                info=self._info(info),
             )
         )
 
@@ -113,7 +182,15 @@ def resolve(env_id: str) -> tuple[EnvSpec, EnvFactory] | None:
     if gym_id not in gym.registry:
         return None
     gym_spec = gym.spec(gym_id)
-    probe = gym.make(gym_id)  # builds once to read the spaces; closed at once
+    try:
+        probe = gym.make(gym_id)  # builds once to read the spaces; closed at once
+    except gym.error.DependencyNotInstalled as exc:
+        raise EnvUnavailable(
+            f"{env_id} needs an optional dependency that this server lacks ({exc}); on the server, "
+            f"{_extra_for(gym_spec)}"
+        ) from None
+    make_parameters = constructor_parameters(gym_spec)
+    schema = {**OPTIONS_SCHEMA, "properties": {**OPTIONS_SCHEMA["properties"], **make_parameters}}
     try:
         spec = EnvSpec(
             id=env_id,
@@ -122,7 +199,7 @@ def resolve(env_id: str) -> tuple[EnvSpec, EnvFactory] | None:
             action_space=space_from_gym(probe.action_space),
             tags=("builtin", "gymnasium", "classic-rl"),
             max_episode_steps=gym_spec.max_episode_steps or 0,
-            options_schema=OPTIONS_SCHEMA,
+            options_schema=schema,
         )
     finally:
         probe.close()
@@ -130,14 +207,19 @@ def resolve(env_id: str) -> tuple[EnvSpec, EnvFactory] | None:
     env_class = type("InlineGymEnv", (GymEnv,), {"runs_inline": True}) if inline else GymEnv
 
     def factory(context: EnvContext) -> GymEnv:
-        return env_class(gym.make(gym_id))
+        kwargs = {k: v for k, v in context.options.items() if k in make_parameters}
+        try:
+            env = gym.make(gym_id, **kwargs)
+        except (TypeError, KeyError, gym.error.Error) as exc:  # the options were refused: client's mistake
+            raise ValueError(f"gym.make({gym_id!r}, **{kwargs}) refused the options: {exc}") from None
+        return env_class(env, frozenset(kwargs))
 
     return spec, factory
 
 
 @hookimpl
 def palaestra_register_environments(registry: EnvRegistry, config: Mapping[str, Any]) -> None:
-    for gym_id in config.get("envs", LISTED):
+    for gym_id in config.get("envs", listed_ids()):
         found = resolve(PREFIX + gym_id)
         if found is not None:
             registry.add(*found)

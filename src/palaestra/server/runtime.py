@@ -22,11 +22,11 @@ from palaestra import wire
 from palaestra.env import AsyncEnv, EnvContext, InvalidAction
 from palaestra.llm import endpoints_from_config
 from palaestra.pluginmanager import Plugins
-from palaestra.registry import UnknownEnvironment
+from palaestra.registry import EnvUnavailable, UnknownEnvironment
 from palaestra.server.auth import Principal
 from palaestra.server.config import ServerConfig
 from palaestra.server.episodes import Episode, EpisodeTable, new_episode_id
-from palaestra.server.errors import ServiceError, invalid, not_found, unavailable
+from palaestra.server.errors import ServiceError, invalid, not_found, precondition, unavailable
 from palaestra.server.metrics import Metrics
 from palaestra.server.validation import check_options, check_seed
 from palaestra.v1 import env_pb2, types_pb2
@@ -61,6 +61,8 @@ class Runtime:
             registration = self.plugins.envs.get(request.env_id)
         except UnknownEnvironment as exc:
             raise not_found(str(exc)) from None
+        except EnvUnavailable as exc:
+            raise precondition(str(exc)) from None
         count = request.count or 1
         if not 1 <= count <= MAX_GROUP:
             raise invalid(f"count must be between 1 and {MAX_GROUP}, got {count}")

@@ -13,7 +13,7 @@ import grpc
 import palaestra
 from palaestra import wire
 from palaestra.pluginmanager import Plugins, PluginState
-from palaestra.registry import UnknownEnvironment
+from palaestra.registry import EnvUnavailable, UnknownEnvironment
 from palaestra.server.auth import Authenticator, Principal
 from palaestra.server.errors import ServiceError, internal_status
 from palaestra.server.runtime import Runtime
@@ -54,6 +54,9 @@ class CatalogService(catalog_pb2_grpc.EnvCatalogServicer):
             )
         except UnknownEnvironment as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            raise  # unreachable: abort raises
+        except EnvUnavailable as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             raise  # unreachable: abort raises
 
     async def GetServerInfo(
