@@ -15,6 +15,7 @@ from palaestra import wire
 from palaestra.pluginmanager import Plugins, PluginState
 from palaestra.registry import EnvUnavailable, UnknownEnvironment
 from palaestra.server.auth import Authenticator, Principal
+from palaestra.server.columnar import VECTOR_KINDS
 from palaestra.server.errors import ServiceError, internal_status
 from palaestra.server.runtime import Runtime
 from palaestra.v1 import catalog_pb2, catalog_pb2_grpc, env_pb2, env_pb2_grpc
@@ -28,6 +29,7 @@ CAPABILITIES = [
     "multi-agent",
     "reward-components",
     "checklists",
+    "vector-step",
 ]
 
 
@@ -87,7 +89,7 @@ class EnvService(env_pb2_grpc.EnvServiceServicer):
         self.auth = auth or Authenticator(runtime.config)
         self.live_streams: set[str] = set()  # owners of the Session streams now open
         self.in_flight = 0  # requests being handled (stream and unary): a drain waits for 0
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing: dict[asyncio.Task[None], str] = {}  # closing the episodes of ended streams
 
     # ------------------------------------------------------------ the stream
 
@@ -119,12 +121,13 @@ class EnvService(env_pb2_grpc.EnvServiceServicer):
         if held:
             log.info("Session stream %s ended: closing its %d episodes", owner, held)
         task = asyncio.get_running_loop().create_task(self.runtime.close_owned(owner, "stream_ended"))
-        self._closing.add(task)  # a reference, so the task is not collected before it ran
-        task.add_done_callback(self._closing.discard)
+        self._closing[task] = owner  # a reference, so the task is not collected before it ran
+        task.add_done_callback(self._closing.pop)
 
     async def close_orphans(self) -> int:
         """Close stream episodes whose stream is gone (a safety net under the done callback)."""
-        orphans = {o for o in self.runtime.table.owners() if o.startswith("stream:")} - self.live_streams
+        streams = {o for o in self.runtime.table.owners() if o.startswith("stream:")}
+        orphans = streams - self.live_streams - set(self._closing.values())
         for owner in orphans:
             log.warning("closing episodes of ended stream %s", owner)
             await self.runtime.close_owned(owner, "stream_ended")
@@ -156,7 +159,10 @@ class EnvService(env_pb2_grpc.EnvServiceServicer):
                 if isinstance(request, BadMessage):
                     stream.replies.put_nowait(self._refused(request))
                     continue
-                if not stream.in_flight and self.runtime.runs_inline(request, stream.owner):
+                if not stream.in_flight and (
+                    request.WhichOneof("request") in VECTOR_KINDS
+                    or self.runtime.runs_inline(request, stream.owner)
+                ):
                     await self._handle(request, stream)
                     continue
                 task = asyncio.create_task(self._handle(request, stream))
@@ -192,6 +198,15 @@ class EnvService(env_pb2_grpc.EnvServiceServicer):
                 reply.step.CopyFrom(await self.runtime.step(request.step, owner))
             elif kind == "close":
                 reply.close.CopyFrom(await self.runtime.close(request.close, owner))
+            elif kind == "vector_open":
+                vectors = self.runtime.vectors
+                reply.vector.CopyFrom(await vectors.open(request.vector_open, owner, stream.principal))
+            elif kind == "vector_reset":
+                reply.vector.CopyFrom(await self.runtime.vectors.reset(request.vector_reset, owner))
+            elif kind == "vector_step":
+                reply.vector.CopyFrom(await self.runtime.vectors.step(request.vector_step, owner))
+            elif kind == "vector_close":
+                reply.vector_close.CopyFrom(await self.runtime.vectors.close(request.vector_close, owner))
             else:
                 raise ServiceError(
                     grpc.StatusCode.INVALID_ARGUMENT, "the request carries none of open, reset, step, close"
@@ -249,6 +264,29 @@ class EnvService(env_pb2_grpc.EnvServiceServicer):
         self, request: env_pb2.CloseRequest, context: grpc.aio.ServicerContext
     ) -> env_pb2.CloseResponse:
         return await self._unary(self.runtime.close, request, context)
+
+    async def VectorOpen(
+        self, request: env_pb2.VectorOpenRequest, context: grpc.aio.ServicerContext
+    ) -> env_pb2.VectorResult:
+        principal = self.auth.identify(context)
+        return await self._unary(
+            lambda r, owner: self.runtime.vectors.open(r, owner, principal), request, context, principal
+        )
+
+    async def VectorReset(
+        self, request: env_pb2.VectorResetRequest, context: grpc.aio.ServicerContext
+    ) -> env_pb2.VectorResult:
+        return await self._unary(self.runtime.vectors.reset, request, context)
+
+    async def VectorStep(
+        self, request: env_pb2.VectorStepRequest, context: grpc.aio.ServicerContext
+    ) -> env_pb2.VectorResult:
+        return await self._unary(self.runtime.vectors.step, request, context)
+
+    async def VectorClose(
+        self, request: env_pb2.VectorCloseRequest, context: grpc.aio.ServicerContext
+    ) -> env_pb2.VectorCloseResponse:
+        return await self._unary(self.runtime.vectors.close, request, context)
 
     async def _unary(
         self,
