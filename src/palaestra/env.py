@@ -25,6 +25,9 @@ the environment). `reward` alone, without components, is for classic RL environm
 Raise `InvalidAction` for an action the environment cannot accept (the client gets INVALID_ARGUMENT and
 the episode goes on); raise `InfraError` (or let any other exception escape) when the infrastructure
 failed - the episode then ends with an infrastructure failure, which is never reported as a reward.
+
+Optionally, a tensor environment family may also step many episodes with one call: `VectorEnv`, offered
+through a `VectorizedFactory` (the `gym` plugin does, with Gymnasium's `make_vec`).
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ from __future__ import annotations
 import abc
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
 
 from palaestra.types import Action, EnvSpec, StepResult
 
@@ -124,6 +129,70 @@ AnyEnv = Env | AsyncEnv
 EnvFactory = Callable[[EnvContext], AnyEnv]
 
 
+# ---------------------------------------------------------------- vector steps (optional)
+
+
+@dataclass
+class VectorStep:
+    """The outcome of a vector reset or step, one row per episode (Gymnasium's vector API, as columns).
+
+    `infos`: empty, or one dict per episode. Same-step autoreset: `final_mask` marks the episodes that
+    ended in this step and were reset; their last observations are their rows of `final_observations`
+    and their last infos their entries of `final_infos`."""
+
+    observations: np.ndarray  # [num_envs, ...observation shape]
+    rewards: np.ndarray  # [num_envs]
+    terminated: np.ndarray  # bool [num_envs]
+    truncated: np.ndarray  # bool [num_envs]
+    infos: Sequence[Mapping[str, Any]] = ()
+    final_mask: np.ndarray | None = None
+    final_observations: np.ndarray | None = None
+    final_infos: Sequence[Mapping[str, Any]] = ()
+
+
+class VectorEnv(abc.ABC):
+    """N episodes of one tensor environment stepped by ONE call (optional; classic RL).
+
+    An environment family that can step many episodes at once (e.g. Gymnasium's numpy `CartPole`
+    vector) offers it by registering a `VectorizedFactory`. The server then answers a client's
+    vector requests (`VectorOpenRequest`, docs/protocol.md) with one `reset`/`step` call per message
+    instead of one call per episode. Synchronous and cheap: it runs on the event loop.
+
+    `autoreset_mode` is Gymnasium's (`"next_step"`, `"same_step"` or `"disabled"`), fixed when the vector
+    is built; `step` autoresets accordingly. Raise `InvalidAction` for what the client got wrong."""
+
+    num_envs: int
+
+    @abc.abstractmethod
+    def reset(
+        self, seed: int | None, options: Mapping[str, Any], mask: np.ndarray | None = None
+    ) -> VectorStep:
+        """Reset the episodes in `mask` (all when None). `seed`: episode i gets seed + i (Gymnasium's
+        convention); None continues each episode's random stream."""
+
+    @abc.abstractmethod
+    def step(self, actions: np.ndarray) -> VectorStep:
+        """Step every episode; `actions` has one row per episode and lies in the action space."""
+
+    def close(self) -> None:  # noqa: B027 - optional: most vectors hold nothing to free
+        """Free the vector's resources. Called exactly once."""
+
+
+VectorFactory = Callable[[EnvContext, int, str], VectorEnv]  # (context, num_envs, autoreset_mode)
+
+
+@dataclass(frozen=True)
+class VectorizedFactory:
+    """An environment factory that can also build vectors: register it in place of a plain factory.
+    Calling it builds one episode's environment, as any factory; `make_vector` builds a `VectorEnv`."""
+
+    single: EnvFactory
+    make_vector: VectorFactory
+
+    def __call__(self, context: EnvContext) -> AnyEnv:
+        return self.single(context)
+
+
 @dataclass
 class EnvRegistration:
     spec: EnvSpec
@@ -140,4 +209,8 @@ __all__ = [
     "EnvSpec",
     "InfraError",
     "InvalidAction",
+    "VectorEnv",
+    "VectorFactory",
+    "VectorStep",
+    "VectorizedFactory",
 ]

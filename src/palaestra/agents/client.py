@@ -301,6 +301,11 @@ class AsyncClient:
         self._send(request, lambda outcome: _settle([future], outcome))
         return _checked(await future)
 
+    async def send(self, request: env_pb2.SessionRequest) -> env_pb2.SessionResponse:
+        """Send one request on the Session stream and return its reply (an in-band error raises
+        PalaestraError). For requests without a typed method here, e.g. vectors (agents/vector.py)."""
+        return await self._call(request)
+
     # ------------------------------------------------------------ episodes
 
     async def open(
@@ -661,6 +666,9 @@ class Client:
         self, actions: Mapping[str, Actions], **kwargs: Any
     ) -> dict[str, t.EpisodeStep | PalaestraError]:
         return self._run(self.aio.step_many(actions, **kwargs))
+
+    def send(self, request: env_pb2.SessionRequest) -> env_pb2.SessionResponse:
+        return self._run(self.aio.send(request))
 
     def step_batch(self, actions: Mapping[str, Actions]) -> env_pb2.StepResponse:
         return self._run(self.aio.step_batch(actions))

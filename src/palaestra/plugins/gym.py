@@ -20,6 +20,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import AutoresetMode
 
 from palaestra import (
     Action,
@@ -37,7 +38,7 @@ from palaestra import (
     TextSpace,
     hookimpl,
 )
-from palaestra.env import EnvFactory
+from palaestra.env import EnvFactory, VectorEnv, VectorizedFactory, VectorStep
 from palaestra.registry import EnvRegistry, EnvUnavailable
 from palaestra.types import Space
 
@@ -177,6 +178,107 @@ class GymEnv(Env):
         self.env.close()
 
 
+AUTORESET_MODES = {
+    "next_step": AutoresetMode.NEXT_STEP,
+    "same_step": AutoresetMode.SAME_STEP,
+    "disabled": AutoresetMode.DISABLED,
+}
+
+
+class GymVectorEnv(VectorEnv):
+    """N episodes as one Gymnasium vector environment (`gym.make_vec`): one call steps them all.
+    Next-step autoreset without reset options uses the environment's own vector entry point where it has
+    one (CartPole's numpy implementation); otherwise Gymnasium's `SyncVectorEnv`, which has every
+    autoreset mode and `reset_mask`."""
+
+    def __init__(
+        self, gym_id: str, num_envs: int, autoreset_mode: str, make_kwargs: Mapping[str, Any] | None = None
+    ) -> None:
+        mode = AUTORESET_MODES[autoreset_mode]
+        kwargs = dict(make_kwargs or {})
+        entry_point = gym.spec(gym_id).vector_entry_point
+        self.native = entry_point is not None and mode is AutoresetMode.NEXT_STEP and not kwargs
+        if self.native:
+            self.env = gym.make_vec(gym_id, num_envs, vectorization_mode="vector_entry_point")
+        else:
+            self.env = gym.make_vec(
+                gym_id, num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode}, **kwargs
+            )
+        self.num_envs = num_envs
+        self.same_step = mode is AutoresetMode.SAME_STEP
+        self.obs_dtype = self.env.single_observation_space.dtype or np.dtype("int64")
+        self.discrete = isinstance(self.env.single_action_space, gym.spaces.Discrete)
+
+    def reset(
+        self, seed: int | None, options: Mapping[str, Any], mask: np.ndarray | None = None
+    ) -> VectorStep:
+        reset_options: dict[str, Any] = dict(options)
+        if mask is not None and not mask.all():
+            if self.native:
+                raise InvalidAction(
+                    "this vector (next-step autoreset, native vector entry point) resets all its episodes "
+                    "at once; a reset_mask needs the same_step or disabled autoreset mode"
+                )
+            reset_options["reset_mask"] = mask
+        try:
+            obs, info = self.env.reset(seed=seed, options=reset_options or None)
+        except (ValueError, TypeError, KeyError, AssertionError) as exc:
+            raise InvalidAction(f"the reset options {dict(options)} were refused: {exc}") from None
+        zeros = np.zeros(self.num_envs, dtype=np.bool_)
+        infos = _per_episode(info, self.num_envs)
+        return VectorStep(self._observations(obs), np.zeros(self.num_envs), zeros, zeros.copy(), infos)
+
+    def step(self, actions: np.ndarray) -> VectorStep:
+        obs, rewards, terminated, truncated, info = self.env.step(actions)
+        final_mask, final_obs = None, None
+        final_infos: list[dict[str, Any]] = []
+        if self.same_step and info:
+            info = dict(info)
+            final_obs_column = info.pop("final_obs", None)
+            found = info.pop("_final_obs", None)
+            final_info = info.pop("final_info", None)
+            info.pop("_final_info", None)
+            if found is not None and np.any(found):
+                final_mask = np.asarray(found, dtype=np.bool_)
+                final_obs = self._observations(np.zeros_like(obs))
+                for i in np.flatnonzero(final_mask):
+                    final_obs[i] = final_obs_column[i]
+                final_infos = _per_episode(final_info or {}, self.num_envs)
+        return VectorStep(
+            self._observations(obs),
+            np.asarray(rewards, dtype=np.float64),
+            np.asarray(terminated, dtype=np.bool_),
+            np.asarray(truncated, dtype=np.bool_),
+            _per_episode(info, self.num_envs),
+            final_mask,
+            final_obs,
+            final_infos,
+        )
+
+    def _observations(self, obs: Any) -> np.ndarray:
+        return np.asarray(obs, dtype=self.obs_dtype)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _per_episode(info: Mapping[str, Any], num_envs: int) -> list[dict[str, Any]]:
+    """Gymnasium's vector infos (one array per key, with a `_key` mask) as one dict per episode;
+    [] when there are none."""
+    if not info:
+        return []
+    out: list[dict[str, Any]] = [{} for _ in range(num_envs)]
+    for key, column in info.items():
+        if key.startswith("_"):
+            continue
+        mask = info.get("_" + key)
+        for i in range(num_envs):
+            if mask is None or mask[i]:
+                value = column[i] if isinstance(column, np.ndarray | list | tuple) else column
+                out[i][key] = _per_episode(value, 1)[0] if isinstance(value, dict) and value else value
+    return out
+
+
 def resolve(env_id: str) -> tuple[EnvSpec, EnvFactory] | None:
     gym_id = env_id.removeprefix(PREFIX)
     if gym_id not in gym.registry:
@@ -214,7 +316,17 @@ def resolve(env_id: str) -> tuple[EnvSpec, EnvFactory] | None:
             raise ValueError(f"gym.make({gym_id!r}, **{kwargs}) refused the options: {exc}") from None
         return env_class(env, frozenset(kwargs))
 
-    return spec, factory
+    if not isinstance(probe.observation_space, gym.spaces.Box | gym.spaces.Discrete) or not inline:
+        return spec, factory
+
+    def make_vector(context: EnvContext, num_envs: int, autoreset_mode: str) -> GymVectorEnv:
+        kwargs = {k: v for k, v in context.options.items() if k in make_parameters}
+        try:
+            return GymVectorEnv(gym_id, num_envs, autoreset_mode, kwargs)
+        except (TypeError, KeyError, gym.error.Error) as exc:
+            raise ValueError(f"gym.make_vec({gym_id!r}, **{kwargs}) refused the options: {exc}") from None
+
+    return spec, VectorizedFactory(factory, make_vector)
 
 
 @hookimpl

@@ -24,6 +24,7 @@ from palaestra.llm import endpoints_from_config
 from palaestra.pluginmanager import Plugins
 from palaestra.registry import EnvUnavailable, UnknownEnvironment
 from palaestra.server.auth import Principal
+from palaestra.server.columnar import VectorTable
 from palaestra.server.config import ServerConfig
 from palaestra.server.episodes import Episode, EpisodeTable, new_episode_id
 from palaestra.server.errors import ServiceError, invalid, not_found, precondition, unavailable
@@ -43,6 +44,7 @@ class Runtime:
         self.sandboxes = sandboxes
         self.metrics = Metrics()
         self.table = EpisodeTable(config.max_episodes, config.max_episodes_per_client, config.env_threads)
+        self.vectors = VectorTable(self)  # columnar batches (server/columnar.py)
         self.draining = False
         self.llm_endpoints = endpoints_from_config(config.llm)  # [llm.NAME]: what options may name
         # Building per-step trajectory dicts costs as much as a small env step: skip it when nobody listens.
@@ -286,10 +288,12 @@ class Runtime:
     async def close_owned(self, owner: str, reason: str) -> None:
         for episode_id in self.table.owned_by(owner):
             await self.close_episode(episode_id, reason)
+        await self.vectors.close_owned(owner)
 
     async def close_all(self, reason: str) -> None:
         for episode_id in self.table.all_ids():
             await self.close_episode(episode_id, reason)
+        await self.vectors.close_all()
 
     def _episode_finished(
         self, summary: t.EpisodeSummary, trajectory: list[dict[str, Any]], info: dict[str, Any]
@@ -307,7 +311,7 @@ class Runtime:
         for episode_id in idle:
             log.info("closing idle episode %s", episode_id)
             await self.close_episode(episode_id, "idle")
-        return len(idle)
+        return len(idle) + await self.vectors.reap_idle("unary:", self.config.idle_timeout_s)
 
 
 async def _checked_reset(episode: Episode, seed: int | None, options: dict[str, Any]) -> t.StepResult:

@@ -22,6 +22,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.rpc import status_pb2 as _status_pb2
 from palaestra.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
@@ -34,6 +35,42 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _AutoresetMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AutoresetModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AutoresetMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AUTORESET_MODE_NEXT_STEP: _AutoresetMode.ValueType  # 0
+    """Next step: an episode that ended is reset by the next step, which ignores its action."""
+    AUTORESET_MODE_SAME_STEP: _AutoresetMode.ValueType  # 1
+    """Same step: an episode that ends is reset at once; its last observation and info come back in
+    VectorResult.final_observations / final_infos.
+    """
+    AUTORESET_MODE_DISABLED: _AutoresetMode.ValueType  # 2
+    """Disabled: ended episodes wait for a VectorResetRequest with a reset_mask."""
+
+class AutoresetMode(_AutoresetMode, metaclass=_AutoresetModeEnumTypeWrapper):
+    """---------------------------------------------------------------- columnar batches (vectors)
+
+    Classic RL: N episodes of one tensor environment opened together as a vector and stepped as
+    columns: one packed tensor of actions in, stacked observations and reward/terminated/truncated
+    arrays out, one environment call on the server per step. Chat and text environments keep the
+    per-episode form (StepRequest). See docs/protocol.md, "Vectors".
+
+    Gymnasium's autoreset modes (gymnasium.vector.AutoresetMode).
+    """
+
+AUTORESET_MODE_NEXT_STEP: AutoresetMode.ValueType  # 0
+"""Next step: an episode that ended is reset by the next step, which ignores its action."""
+AUTORESET_MODE_SAME_STEP: AutoresetMode.ValueType  # 1
+"""Same step: an episode that ends is reset at once; its last observation and info come back in
+VectorResult.final_observations / final_infos.
+"""
+AUTORESET_MODE_DISABLED: AutoresetMode.ValueType  # 2
+"""Disabled: ended episodes wait for a VectorResetRequest with a reset_mask."""
+Global___AutoresetMode: _TypeAlias = AutoresetMode  # noqa: Y015
 
 @_typing.final
 class TaskSelector(_message.Message):
@@ -317,6 +354,227 @@ class CloseResponse(_message.Message):
 Global___CloseResponse: _TypeAlias = CloseResponse  # noqa: Y015
 
 @_typing.final
+class VectorOpenRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENV_ID_FIELD_NUMBER: _builtins.int
+    NUM_ENVS_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    AUTORESET_MODE_FIELD_NUMBER: _builtins.int
+    env_id: _builtins.str
+    num_envs: _builtins.int
+    seed: _builtins.int
+    """Episode i is seeded with seed + i; unset: unseeded."""
+    autoreset_mode: Global___AutoresetMode.ValueType
+    @_builtins.property
+    def options(self) -> _struct_pb2.Struct: ...
+    def __init__(
+        self,
+        *,
+        env_id: _builtins.str = ...,
+        num_envs: _builtins.int = ...,
+        seed: _builtins.int | None = ...,
+        options: _struct_pb2.Struct | None = ...,
+        autoreset_mode: Global___AutoresetMode.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "options", b"options", "seed", b"seed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "autoreset_mode", b"autoreset_mode", "env_id", b"env_id", "num_envs", b"num_envs", "options", b"options", "seed", b"seed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+
+Global___VectorOpenRequest: _TypeAlias = VectorOpenRequest  # noqa: Y015
+
+@_typing.final
+class VectorResetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VECTOR_ID_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    RESET_MASK_FIELD_NUMBER: _builtins.int
+    vector_id: _builtins.str
+    seed: _builtins.int
+    """Episode i is seeded with seed + i; unset: each episode continues its random stream."""
+    @_builtins.property
+    def options(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def reset_mask(self) -> _types_pb2.Tensor:
+        """BOOL [num_envs]: reset only these episodes (the others keep their state). Unset: all."""
+
+    def __init__(
+        self,
+        *,
+        vector_id: _builtins.str = ...,
+        seed: _builtins.int | None = ...,
+        options: _struct_pb2.Struct | None = ...,
+        reset_mask: _types_pb2.Tensor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "options", b"options", "reset_mask", b"reset_mask", "seed", b"seed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "options", b"options", "reset_mask", b"reset_mask", "seed", b"seed", "vector_id", b"vector_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+
+Global___VectorResetRequest: _TypeAlias = VectorResetRequest  # noqa: Y015
+
+@_typing.final
+class VectorStepRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VECTOR_ID_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    vector_id: _builtins.str
+    @_builtins.property
+    def actions(self) -> _types_pb2.Tensor:
+        """One row per episode: INT64 [num_envs] for a discrete action space, else [num_envs, ...action shape]
+        in the action space's dtype.
+        """
+
+    def __init__(
+        self,
+        *,
+        vector_id: _builtins.str = ...,
+        actions: _types_pb2.Tensor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "vector_id", b"vector_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VectorStepRequest: _TypeAlias = VectorStepRequest  # noqa: Y015
+
+@_typing.final
+class VectorResult(_message.Message):
+    """The outcome of a vector open, reset or step: column i is episode i."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VECTOR_ID_FIELD_NUMBER: _builtins.int
+    OBSERVATIONS_FIELD_NUMBER: _builtins.int
+    REWARDS_FIELD_NUMBER: _builtins.int
+    TERMINATED_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    INFOS_FIELD_NUMBER: _builtins.int
+    FINAL_MASK_FIELD_NUMBER: _builtins.int
+    FINAL_OBSERVATIONS_FIELD_NUMBER: _builtins.int
+    FINAL_INFOS_FIELD_NUMBER: _builtins.int
+    INFRA_FAILURE_FIELD_NUMBER: _builtins.int
+    STEP_INDEX_FIELD_NUMBER: _builtins.int
+    vector_id: _builtins.str
+    step_index: _builtins.int
+    """Steps taken by the vector since it was opened."""
+    @_builtins.property
+    def observations(self) -> _types_pb2.Tensor:
+        """[num_envs, ...observation shape]"""
+
+    @_builtins.property
+    def rewards(self) -> _types_pb2.Tensor:
+        """FLOAT64 [num_envs]"""
+
+    @_builtins.property
+    def terminated(self) -> _types_pb2.Tensor:
+        """BOOL [num_envs]"""
+
+    @_builtins.property
+    def truncated(self) -> _types_pb2.Tensor:
+        """BOOL [num_envs]"""
+
+    @_builtins.property
+    def infos(self) -> _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]:
+        """Per-episode infos: empty when no episode has any, else num_envs entries."""
+
+    @_builtins.property
+    def final_mask(self) -> _types_pb2.Tensor:
+        """Same-step autoreset: BOOL [num_envs], the episodes that ended in this step and were reset; their
+        last observation is their row of final_observations and their last info their entry of final_infos
+        (num_envs entries when any episode ended).
+        """
+
+    @_builtins.property
+    def final_observations(self) -> _types_pb2.Tensor: ...
+    @_builtins.property
+    def final_infos(self) -> _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]: ...
+    @_builtins.property
+    def infra_failure(self) -> _types_pb2.InfraFailure:
+        """The environment failed: every episode of the vector ended with this failure (close the vector)."""
+
+    def __init__(
+        self,
+        *,
+        vector_id: _builtins.str = ...,
+        observations: _types_pb2.Tensor | None = ...,
+        rewards: _types_pb2.Tensor | None = ...,
+        terminated: _types_pb2.Tensor | None = ...,
+        truncated: _types_pb2.Tensor | None = ...,
+        infos: _abc.Iterable[_struct_pb2.Struct] | None = ...,
+        final_mask: _types_pb2.Tensor | None = ...,
+        final_observations: _types_pb2.Tensor | None = ...,
+        final_infos: _abc.Iterable[_struct_pb2.Struct] | None = ...,
+        infra_failure: _types_pb2.InfraFailure | None = ...,
+        step_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["final_mask", b"final_mask", "final_observations", b"final_observations", "infra_failure", b"infra_failure", "observations", b"observations", "rewards", b"rewards", "terminated", b"terminated", "truncated", b"truncated"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["final_infos", b"final_infos", "final_mask", b"final_mask", "final_observations", b"final_observations", "infos", b"infos", "infra_failure", b"infra_failure", "observations", b"observations", "rewards", b"rewards", "step_index", b"step_index", "terminated", b"terminated", "truncated", b"truncated", "vector_id", b"vector_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VectorResult: _TypeAlias = VectorResult  # noqa: Y015
+
+@_typing.final
+class VectorCloseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VECTOR_ID_FIELD_NUMBER: _builtins.int
+    vector_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        vector_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vector_id", b"vector_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VectorCloseRequest: _TypeAlias = VectorCloseRequest  # noqa: Y015
+
+@_typing.final
+class VectorCloseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VECTOR_ID_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    EPISODES_FINISHED_FIELD_NUMBER: _builtins.int
+    vector_id: _builtins.str
+    steps: _builtins.int
+    """vector steps taken"""
+    episodes_finished: _builtins.int
+    """episodes that terminated or were truncated"""
+    def __init__(
+        self,
+        *,
+        vector_id: _builtins.str = ...,
+        steps: _builtins.int = ...,
+        episodes_finished: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["episodes_finished", b"episodes_finished", "steps", b"steps", "vector_id", b"vector_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VectorCloseResponse: _TypeAlias = VectorCloseResponse  # noqa: Y015
+
+@_typing.final
 class SessionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -325,6 +583,10 @@ class SessionRequest(_message.Message):
     RESET_FIELD_NUMBER: _builtins.int
     STEP_FIELD_NUMBER: _builtins.int
     CLOSE_FIELD_NUMBER: _builtins.int
+    VECTOR_OPEN_FIELD_NUMBER: _builtins.int
+    VECTOR_RESET_FIELD_NUMBER: _builtins.int
+    VECTOR_STEP_FIELD_NUMBER: _builtins.int
+    VECTOR_CLOSE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     @_builtins.property
     def open(self) -> Global___OpenRequest: ...
@@ -334,6 +596,14 @@ class SessionRequest(_message.Message):
     def step(self) -> Global___StepRequest: ...
     @_builtins.property
     def close(self) -> Global___CloseRequest: ...
+    @_builtins.property
+    def vector_open(self) -> Global___VectorOpenRequest: ...
+    @_builtins.property
+    def vector_reset(self) -> Global___VectorResetRequest: ...
+    @_builtins.property
+    def vector_step(self) -> Global___VectorStepRequest: ...
+    @_builtins.property
+    def vector_close(self) -> Global___VectorCloseRequest: ...
     def __init__(
         self,
         *,
@@ -342,12 +612,16 @@ class SessionRequest(_message.Message):
         reset: Global___ResetRequest | None = ...,
         step: Global___StepRequest | None = ...,
         close: Global___CloseRequest | None = ...,
+        vector_open: Global___VectorOpenRequest | None = ...,
+        vector_reset: Global___VectorResetRequest | None = ...,
+        vector_step: Global___VectorStepRequest | None = ...,
+        vector_close: Global___VectorCloseRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["close", b"close", "open", b"open", "request", b"request", "reset", b"reset", "step", b"step"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close", b"close", "open", b"open", "request", b"request", "reset", b"reset", "step", b"step", "vector_close", b"vector_close", "vector_open", b"vector_open", "vector_reset", b"vector_reset", "vector_step", b"vector_step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["close", b"close", "open", b"open", "request", b"request", "request_id", b"request_id", "reset", b"reset", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["close", b"close", "open", b"open", "request", b"request", "request_id", b"request_id", "reset", b"reset", "step", b"step", "vector_close", b"vector_close", "vector_open", b"vector_open", "vector_reset", b"vector_reset", "vector_step", b"vector_step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["open", "reset", "step", "close"]  # noqa: Y015
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["open", "reset", "step", "close", "vector_open", "vector_reset", "vector_step", "vector_close"]  # noqa: Y015
     _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
 
@@ -363,6 +637,8 @@ class SessionResponse(_message.Message):
     STEP_FIELD_NUMBER: _builtins.int
     CLOSE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    VECTOR_FIELD_NUMBER: _builtins.int
+    VECTOR_CLOSE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     @_builtins.property
     def open(self) -> Global___OpenResponse: ...
@@ -376,6 +652,12 @@ class SessionResponse(_message.Message):
     def error(self) -> _status_pb2.Status:
         """The request failed as a whole; the stream stays open."""
 
+    @_builtins.property
+    def vector(self) -> Global___VectorResult:
+        """vector_open, vector_reset and vector_step are all answered by a VectorResult."""
+
+    @_builtins.property
+    def vector_close(self) -> Global___VectorCloseResponse: ...
     def __init__(
         self,
         *,
@@ -385,12 +667,14 @@ class SessionResponse(_message.Message):
         step: Global___StepResponse | None = ...,
         close: Global___CloseResponse | None = ...,
         error: _status_pb2.Status | None = ...,
+        vector: Global___VectorResult | None = ...,
+        vector_close: Global___VectorCloseResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["close", b"close", "error", b"error", "open", b"open", "reset", b"reset", "response", b"response", "step", b"step"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close", b"close", "error", b"error", "open", b"open", "reset", b"reset", "response", b"response", "step", b"step", "vector", b"vector", "vector_close", b"vector_close"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["close", b"close", "error", b"error", "open", b"open", "request_id", b"request_id", "reset", b"reset", "response", b"response", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["close", b"close", "error", b"error", "open", b"open", "request_id", b"request_id", "reset", b"reset", "response", b"response", "step", b"step", "vector", b"vector", "vector_close", b"vector_close"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["open", "reset", "step", "close", "error"]  # noqa: Y015
+    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["open", "reset", "step", "close", "error", "vector", "vector_close"]  # noqa: Y015
     _WhichOneofArgType_response: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_response) -> _WhichOneofReturnType_response | None: ...
 

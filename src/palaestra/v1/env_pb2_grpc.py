@@ -59,6 +59,26 @@ class EnvServiceStub:
                 request_serializer=palaestra_dot_v1_dot_env__pb2.CloseRequest.SerializeToString,
                 response_deserializer=palaestra_dot_v1_dot_env__pb2.CloseResponse.FromString,
                 _registered_method=True)
+        self.VectorOpen = channel.unary_unary(
+                '/palaestra.v1.EnvService/VectorOpen',
+                request_serializer=palaestra_dot_v1_dot_env__pb2.VectorOpenRequest.SerializeToString,
+                response_deserializer=palaestra_dot_v1_dot_env__pb2.VectorResult.FromString,
+                _registered_method=True)
+        self.VectorReset = channel.unary_unary(
+                '/palaestra.v1.EnvService/VectorReset',
+                request_serializer=palaestra_dot_v1_dot_env__pb2.VectorResetRequest.SerializeToString,
+                response_deserializer=palaestra_dot_v1_dot_env__pb2.VectorResult.FromString,
+                _registered_method=True)
+        self.VectorStep = channel.unary_unary(
+                '/palaestra.v1.EnvService/VectorStep',
+                request_serializer=palaestra_dot_v1_dot_env__pb2.VectorStepRequest.SerializeToString,
+                response_deserializer=palaestra_dot_v1_dot_env__pb2.VectorResult.FromString,
+                _registered_method=True)
+        self.VectorClose = channel.unary_unary(
+                '/palaestra.v1.EnvService/VectorClose',
+                request_serializer=palaestra_dot_v1_dot_env__pb2.VectorCloseRequest.SerializeToString,
+                response_deserializer=palaestra_dot_v1_dot_env__pb2.VectorCloseResponse.FromString,
+                _registered_method=True)
 
 
 class EnvServiceServicer:
@@ -94,6 +114,31 @@ class EnvServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VectorOpen(self, request, context):
+        """Vectors (columnar batches) on the unary mirror: closed after idle_timeout_s without a call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VectorReset(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VectorStep(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VectorClose(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnvServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +166,26 @@ def add_EnvServiceServicer_to_server(servicer, server):
                     servicer.CloseEpisodes,
                     request_deserializer=palaestra_dot_v1_dot_env__pb2.CloseRequest.FromString,
                     response_serializer=palaestra_dot_v1_dot_env__pb2.CloseResponse.SerializeToString,
+            ),
+            'VectorOpen': grpc.unary_unary_rpc_method_handler(
+                    servicer.VectorOpen,
+                    request_deserializer=palaestra_dot_v1_dot_env__pb2.VectorOpenRequest.FromString,
+                    response_serializer=palaestra_dot_v1_dot_env__pb2.VectorResult.SerializeToString,
+            ),
+            'VectorReset': grpc.unary_unary_rpc_method_handler(
+                    servicer.VectorReset,
+                    request_deserializer=palaestra_dot_v1_dot_env__pb2.VectorResetRequest.FromString,
+                    response_serializer=palaestra_dot_v1_dot_env__pb2.VectorResult.SerializeToString,
+            ),
+            'VectorStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.VectorStep,
+                    request_deserializer=palaestra_dot_v1_dot_env__pb2.VectorStepRequest.FromString,
+                    response_serializer=palaestra_dot_v1_dot_env__pb2.VectorResult.SerializeToString,
+            ),
+            'VectorClose': grpc.unary_unary_rpc_method_handler(
+                    servicer.VectorClose,
+                    request_deserializer=palaestra_dot_v1_dot_env__pb2.VectorCloseRequest.FromString,
+                    response_serializer=palaestra_dot_v1_dot_env__pb2.VectorCloseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +323,114 @@ class EnvService:
             '/palaestra.v1.EnvService/CloseEpisodes',
             palaestra_dot_v1_dot_env__pb2.CloseRequest.SerializeToString,
             palaestra_dot_v1_dot_env__pb2.CloseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VectorOpen(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/palaestra.v1.EnvService/VectorOpen',
+            palaestra_dot_v1_dot_env__pb2.VectorOpenRequest.SerializeToString,
+            palaestra_dot_v1_dot_env__pb2.VectorResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VectorReset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/palaestra.v1.EnvService/VectorReset',
+            palaestra_dot_v1_dot_env__pb2.VectorResetRequest.SerializeToString,
+            palaestra_dot_v1_dot_env__pb2.VectorResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VectorStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/palaestra.v1.EnvService/VectorStep',
+            palaestra_dot_v1_dot_env__pb2.VectorStepRequest.SerializeToString,
+            palaestra_dot_v1_dot_env__pb2.VectorResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VectorClose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/palaestra.v1.EnvService/VectorClose',
+            palaestra_dot_v1_dot_env__pb2.VectorCloseRequest.SerializeToString,
+            palaestra_dot_v1_dot_env__pb2.VectorCloseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,11 @@ class EnvServiceStub:
     Reset: _grpc.UnaryUnaryMultiCallable[_env_pb2.ResetRequest, _env_pb2.ResetResponse]
     Step: _grpc.UnaryUnaryMultiCallable[_env_pb2.StepRequest, _env_pb2.StepResponse]
     CloseEpisodes: _grpc.UnaryUnaryMultiCallable[_env_pb2.CloseRequest, _env_pb2.CloseResponse]
+    VectorOpen: _grpc.UnaryUnaryMultiCallable[_env_pb2.VectorOpenRequest, _env_pb2.VectorResult]
+    """Vectors (columnar batches) on the unary mirror: closed after idle_timeout_s without a call."""
+    VectorReset: _grpc.UnaryUnaryMultiCallable[_env_pb2.VectorResetRequest, _env_pb2.VectorResult]
+    VectorStep: _grpc.UnaryUnaryMultiCallable[_env_pb2.VectorStepRequest, _env_pb2.VectorResult]
+    VectorClose: _grpc.UnaryUnaryMultiCallable[_env_pb2.VectorCloseRequest, _env_pb2.VectorCloseResponse]
 
 @_typing.type_check_only
 class EnvServiceAsyncStub(EnvServiceStub):
@@ -59,6 +64,11 @@ class EnvServiceAsyncStub(EnvServiceStub):
     Reset: _aio.UnaryUnaryMultiCallable[_env_pb2.ResetRequest, _env_pb2.ResetResponse]  # type: ignore[assignment]
     Step: _aio.UnaryUnaryMultiCallable[_env_pb2.StepRequest, _env_pb2.StepResponse]  # type: ignore[assignment]
     CloseEpisodes: _aio.UnaryUnaryMultiCallable[_env_pb2.CloseRequest, _env_pb2.CloseResponse]  # type: ignore[assignment]
+    VectorOpen: _aio.UnaryUnaryMultiCallable[_env_pb2.VectorOpenRequest, _env_pb2.VectorResult]  # type: ignore[assignment]
+    """Vectors (columnar batches) on the unary mirror: closed after idle_timeout_s without a call."""
+    VectorReset: _aio.UnaryUnaryMultiCallable[_env_pb2.VectorResetRequest, _env_pb2.VectorResult]  # type: ignore[assignment]
+    VectorStep: _aio.UnaryUnaryMultiCallable[_env_pb2.VectorStepRequest, _env_pb2.VectorResult]  # type: ignore[assignment]
+    VectorClose: _aio.UnaryUnaryMultiCallable[_env_pb2.VectorCloseRequest, _env_pb2.VectorCloseResponse]  # type: ignore[assignment]
 
 class EnvServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -95,5 +105,34 @@ class EnvServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _env_pb2.CloseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_env_pb2.CloseResponse, _abc.Awaitable[_env_pb2.CloseResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def VectorOpen(
+        self,
+        request: _env_pb2.VectorOpenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_env_pb2.VectorResult, _abc.Awaitable[_env_pb2.VectorResult]]:
+        """Vectors (columnar batches) on the unary mirror: closed after idle_timeout_s without a call."""
+
+    @_abc_1.abstractmethod
+    def VectorReset(
+        self,
+        request: _env_pb2.VectorResetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_env_pb2.VectorResult, _abc.Awaitable[_env_pb2.VectorResult]]: ...
+
+    @_abc_1.abstractmethod
+    def VectorStep(
+        self,
+        request: _env_pb2.VectorStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_env_pb2.VectorResult, _abc.Awaitable[_env_pb2.VectorResult]]: ...
+
+    @_abc_1.abstractmethod
+    def VectorClose(
+        self,
+        request: _env_pb2.VectorCloseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_env_pb2.VectorCloseResponse, _abc.Awaitable[_env_pb2.VectorCloseResponse]]: ...
 
 def add_EnvServiceServicer_to_server(servicer: EnvServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,327 @@
+"""Vectors: N episodes of one tensor environment stepped as columns, one environment call per message.
+
+A client opens a vector (`VectorOpenRequest`) of an environment whose plugin registered a
+`VectorizedFactory`; every `VectorStepRequest` then carries one packed tensor of actions and is answered
+by stacked observations and reward/terminated/truncated arrays (`VectorResult`): no per-episode
+messages, dataclasses or checks on the way. Autoreset follows Gymnasium's modes, chosen at open.
+
+Errors (docs/protocol.md, "Vectors"): the vector is one unit. Everything is checked before the
+environment runs, so a bad request fails as a whole with nothing stepped (an action row outside the
+action space is INVALID_ARGUMENT naming the rows; stepping ended episodes with autoreset disabled is
+FAILED_PRECONDITION); an environment that raises ends the whole vector with an infrastructure failure.
+A vector holds `num_envs` episodes of its principal's quota until it is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import numpy as np
+
+from palaestra import types as t
+from palaestra import wire
+from palaestra.env import EnvContext, EnvRegistration, InvalidAction, VectorEnv, VectorizedFactory, VectorStep
+from palaestra.registry import UnknownEnvironment
+from palaestra.server.episodes import new_episode_id
+from palaestra.server.errors import ServiceError, invalid, not_found, precondition, unavailable
+from palaestra.server.validation import check_options, check_seed, describe_space
+from palaestra.v1 import env_pb2
+
+if TYPE_CHECKING:
+    from palaestra.server.auth import Principal
+    from palaestra.server.runtime import Runtime
+
+log = logging.getLogger("palaestra.server")
+
+MAX_VECTOR = 1024  # the most episodes one vector may hold (as one open's group)
+AUTORESET_MODES = {
+    env_pb2.AUTORESET_MODE_NEXT_STEP: "next_step",
+    env_pb2.AUTORESET_MODE_SAME_STEP: "same_step",
+    env_pb2.AUTORESET_MODE_DISABLED: "disabled",
+}
+# Session request kinds handled here: they never wait, so a stream may handle them at once.
+VECTOR_KINDS = frozenset({"vector_open", "vector_reset", "vector_step", "vector_close"})
+
+
+@dataclass
+class Vector:
+    id: str
+    registration: EnvRegistration
+    env: VectorEnv
+    owner: str
+    principal: str
+    num_envs: int
+    autoreset_mode: str
+    steps: int = 0
+    finished: int = 0  # episodes that terminated or were truncated
+    infra_failure: t.InfraFailure | None = None
+    last_active: float = field(default_factory=time.monotonic)
+    ended: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))  # disabled autoreset
+
+    @property
+    def spec(self) -> t.EnvSpec:
+        return self.registration.spec
+
+
+class VectorTable:
+    """The open vectors; their episodes count against the same quotas as single episodes."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._vectors: dict[str, Vector] = {}
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def _get(self, vector_id: str, owner: str) -> Vector:
+        vector = self._vectors.get(vector_id)
+        if vector is None or vector.owner != owner:
+            raise not_found(f"no open vector {vector_id!r} for this client (closed, reaped or never opened)")
+        vector.last_active = time.monotonic()
+        return vector
+
+    # ------------------------------------------------------------ open, reset, step
+
+    async def open(
+        self, request: env_pb2.VectorOpenRequest, owner: str, principal: Principal | None = None
+    ) -> env_pb2.VectorResult:
+        runtime = self.runtime
+        if runtime.draining:
+            raise unavailable("the server is shutting down and opens no new episodes")
+        try:
+            registration = runtime.plugins.envs.get(request.env_id)
+        except UnknownEnvironment as exc:
+            raise not_found(str(exc)) from None
+        factory = registration.factory
+        if not isinstance(factory, VectorizedFactory):
+            raise invalid(
+                f"{request.env_id} has no vector step (its plugin registers none; the gym plugin's "
+                "classic-control and toy-text environments have one): step its episodes with StepRequest"
+            )
+        if not 1 <= request.num_envs <= MAX_VECTOR:
+            raise invalid(f"num_envs must be between 1 and {MAX_VECTOR}, got {request.num_envs}")
+        mode = AUTORESET_MODES.get(request.autoreset_mode)
+        if mode is None:
+            raise invalid(f"unknown autoreset_mode {request.autoreset_mode}; expected one of AutoresetMode")
+        seed = request.seed if request.HasField("seed") else None
+        check_seed(seed)
+        options = check_options(registration.spec, wire.dict_from_struct(request.options))
+        who = principal.name if principal is not None else owner
+        count = request.num_envs
+        runtime.table.reserve(who, count, max_episodes=principal.max_episodes if principal is not None else 0)
+        vector_id = f"vector:{new_episode_id()}"
+        context = EnvContext(
+            env_id=registration.spec.id,
+            episode_id=vector_id,
+            config=runtime.config.plugin_config.get(registration.spec.plugin, {}),
+            options=options,
+            rewards=runtime.plugins.rewards,
+            logger=logging.getLogger(f"palaestra.env.{registration.spec.id}"),
+        )
+        try:
+            env = factory.make_vector(context, count, mode)
+        except (InvalidAction, ValueError, KeyError) as exc:
+            runtime.table.release_reservation(who, count)
+            raise invalid(f"cannot open a vector of {registration.spec.id}: {exc}") from None
+        except Exception as exc:
+            runtime.table.release_reservation(who, count)
+            log.exception("vector factory of %s failed", registration.spec.id)
+            raise ServiceError(
+                grpc.StatusCode.INTERNAL, f"{registration.spec.id} failed to start: {exc}"
+            ) from None
+        vector = Vector(vector_id, registration, env, owner, who, count, mode)
+        vector.ended = np.zeros(count, dtype=np.bool_)
+        self._vectors[vector_id] = vector
+        runtime.metrics.episodes_opened.labels(registration.spec.id).inc(count)
+        try:
+            return self._run(vector, "reset", seed, options, None)
+        except ServiceError:
+            await self._discard(vector)
+            raise
+
+    async def reset(self, request: env_pb2.VectorResetRequest, owner: str) -> env_pb2.VectorResult:
+        vector = self._get(request.vector_id, owner)
+        seed = request.seed if request.HasField("seed") else None
+        check_seed(seed)
+        options = check_options(vector.spec, wire.dict_from_struct(request.options))
+        mask = None
+        if request.HasField("reset_mask"):
+            mask = _tensor(request.reset_mask, "reset_mask")
+            if mask.dtype != np.bool_ or mask.shape != (vector.num_envs,):
+                raise invalid(
+                    f"reset_mask is {mask.dtype.name} {list(mask.shape)}; expected BOOL [{vector.num_envs}]"
+                )
+            if not mask.any():
+                raise invalid("reset_mask selects no episode; expected at least one True")
+        return self._run(vector, "reset", seed, options, mask)
+
+    async def step(self, request: env_pb2.VectorStepRequest, owner: str) -> env_pb2.VectorResult:
+        vector = self._get(request.vector_id, owner)
+        actions = _tensor(request.actions, "actions")
+        check_actions(vector.spec.action_space, actions, vector.num_envs)
+        if vector.autoreset_mode == "disabled" and vector.ended.any():
+            rows = _rows(vector.ended)
+            raise precondition(
+                f"episodes {rows} of vector {vector.id} have ended and autoreset is disabled; reset them "
+                "(VectorResetRequest with a reset_mask) before stepping"
+            )
+        return self._run(vector, "step", actions)
+
+    def _run(self, vector: Vector, method: str, *args: Any) -> env_pb2.VectorResult:
+        """Call the vector environment once; check and pack what it returned."""
+        out = env_pb2.VectorResult(vector_id=vector.id)
+        if vector.infra_failure is not None:
+            raise precondition(f"vector {vector.id} ended with an infrastructure failure; close it")
+        started = time.perf_counter()
+        try:
+            result = getattr(vector.env, method)(*args)
+            broken = _broken(result, vector.num_envs)
+        except InvalidAction as exc:
+            raise invalid(f"{vector.spec.id}: {exc}") from None
+        except Exception as exc:
+            log.exception("vector %s (%s): environment raised in %s", vector.id, vector.spec.id, method)
+            broken = f"{type(exc).__name__} in {method}: {exc}"
+        elapsed = time.perf_counter() - started
+        if broken is not None:
+            vector.infra_failure = t.InfraFailure("environment", broken)
+            out.infra_failure.source, out.infra_failure.message = "environment", broken
+            self.runtime.metrics.infra_failures.labels(vector.spec.id, "environment").inc()
+            vector.env.close()
+            return out
+        done = result.terminated | result.truncated
+        if method == "step":
+            vector.steps += 1
+            vector.finished += int(done.sum())
+            steps, latency = self.runtime.metrics.step_meters(vector.spec.id)
+            steps.inc(vector.num_envs)
+            latency.observe(elapsed)
+            vector.ended |= done
+        elif args[2] is None:
+            vector.ended[:] = False
+        else:
+            vector.ended &= ~args[2]
+        _pack(out, result)
+        out.step_index = vector.steps
+        return out
+
+    # ------------------------------------------------------------ closing
+
+    async def close(self, request: env_pb2.VectorCloseRequest, owner: str) -> env_pb2.VectorCloseResponse:
+        vector = self._get(request.vector_id, owner)
+        await self._discard(vector)
+        return env_pb2.VectorCloseResponse(
+            vector_id=vector.id, steps=vector.steps, episodes_finished=vector.finished
+        )
+
+    async def _discard(self, vector: Vector) -> None:
+        if self._vectors.pop(vector.id, None) is None:
+            return
+        self.runtime.table.release_reservation(vector.principal, vector.num_envs)
+        if vector.infra_failure is None:
+            try:
+                vector.env.close()
+            except Exception:
+                log.exception("vector %s (%s): close failed", vector.id, vector.spec.id)
+
+    async def close_owned(self, owner: str) -> None:
+        for vector in [v for v in self._vectors.values() if v.owner == owner]:
+            await self._discard(vector)
+
+    async def close_all(self) -> None:
+        for vector in list(self._vectors.values()):
+            await self._discard(vector)
+
+    async def reap_idle(self, owner_prefix: str, idle_seconds: float) -> int:
+        cutoff = time.monotonic() - idle_seconds
+        idle = [
+            v for v in self._vectors.values() if v.owner.startswith(owner_prefix) and v.last_active < cutoff
+        ]
+        for vector in idle:
+            log.info("closing idle vector %s", vector.id)
+            await self._discard(vector)
+        return len(idle)
+
+
+def _tensor(message: Any, name: str) -> np.ndarray:
+    try:
+        return wire.tensor_from_proto(message)
+    except ValueError as exc:
+        raise invalid(f"malformed {name} tensor: {exc}") from None
+
+
+def _rows(mask: np.ndarray, limit: int = 8) -> str:
+    rows = np.flatnonzero(mask)
+    shown = ", ".join(str(int(i)) for i in rows[:limit])
+    return f"[{shown}{', ...' if len(rows) > limit else ''}]"
+
+
+def check_actions(space: t.Space, actions: np.ndarray, num_envs: int) -> None:
+    """Raise INVALID_ARGUMENT, naming the rows and what was expected, unless every row of `actions`
+    lies in `space` (the column form of validation.check_action, vectorised)."""
+    expected = describe_space(space)
+    if isinstance(space, t.DiscreteSpace):
+        if actions.shape != (num_envs,) or not np.issubdtype(actions.dtype, np.integer):
+            raise invalid(
+                f"actions are {actions.dtype.name} {list(actions.shape)}; expected an integer tensor "
+                f"[{num_envs}] of {expected}"
+            )
+        bad = (actions < space.start) | (actions >= space.start + space.n)
+    else:
+        if isinstance(space, t.MultiDiscreteSpace):
+            shape: tuple[int, ...] = (len(space.nvec),)
+        elif isinstance(space, t.BoxSpace | t.MultiBinarySpace):
+            shape = tuple(space.shape)
+        else:
+            raise invalid(f"vectors step tensor environments; this action space is {expected}")
+        if actions.shape != (num_envs, *shape):
+            raise invalid(
+                f"actions have shape {list(actions.shape)}; expected [{num_envs}, ...] of {expected}"
+            )
+        rest = tuple(range(1, actions.ndim))
+        if isinstance(space, t.BoxSpace):
+            if not np.can_cast(actions.dtype, np.dtype(space.dtype)):
+                raise invalid(f"actions are {actions.dtype.name}; expected {expected}")
+            bad = np.asarray(~np.isfinite(actions).all(axis=rest))
+            for bound, outside in ((space.low, np.less), (space.high, np.greater)):
+                if bound:
+                    limits = np.asarray(bound, dtype=np.float64).reshape(shape)
+                    bad = bad | np.asarray(outside(actions, limits).any(axis=rest))
+        elif isinstance(space, t.MultiDiscreteSpace):
+            bad = np.asarray(((actions < 0) | (actions >= np.asarray(space.nvec))).any(axis=rest))
+        else:
+            bad = np.asarray(~((actions == 0) | (actions == 1)).all(axis=rest))
+    if bad.any():
+        raise invalid(
+            f"the actions of episodes {_rows(bad)} are outside the action space; expected {expected}"
+        )
+
+
+def _broken(result: Any, num_envs: int) -> str | None:
+    """What is wrong with a vector environment's result (the environment's fault), or None."""
+    if not isinstance(result, VectorStep):
+        return f"the vector environment returned {type(result).__name__}, not VectorStep"
+    for name in ("observations", "rewards", "terminated", "truncated"):
+        column = getattr(result, name)
+        if not isinstance(column, np.ndarray) or column.ndim < 1 or column.shape[0] != num_envs:
+            return f"VectorStep.{name} must be an array with {num_envs} rows"
+    if result.infos and len(result.infos) != num_envs:
+        return f"VectorStep.infos has {len(result.infos)} entries; expected 0 or {num_envs}"
+    return None
+
+
+def _pack(out: env_pb2.VectorResult, result: VectorStep) -> None:
+    wire.tensor_to_proto(result.observations, out.observations)
+    wire.tensor_to_proto(np.asarray(result.rewards, dtype=np.float64), out.rewards)
+    wire.tensor_to_proto(np.asarray(result.terminated, dtype=np.bool_), out.terminated)
+    wire.tensor_to_proto(np.asarray(result.truncated, dtype=np.bool_), out.truncated)
+    for info in result.infos:
+        out.infos.add().CopyFrom(wire.struct_from_dict(info))
+    if result.final_mask is not None and result.final_observations is not None:
+        wire.tensor_to_proto(np.asarray(result.final_mask, dtype=np.bool_), out.final_mask)
+        wire.tensor_to_proto(result.final_observations, out.final_observations)
+        for info in result.final_infos:
+            out.final_infos.add().CopyFrom(wire.struct_from_dict(info))
