@@ -53,3 +53,43 @@ def test_ppo_survives_a_server_restart_and_resumes_from_a_checkpoint(tmp_path: P
     finally:
         envs.close()
         servers[-1].stop(grace=0)
+
+
+async def test_grpo_rollouts_drop_episodes_lost_with_a_restarted_server() -> None:
+    """The GRPO rollout engine over a server that restarts mid-rollout: the lost episodes come back as
+    infrastructure failures (dropped by `drop_infra_failures`), never as rewards, and the next rollout
+    runs on the new server."""
+    from palaestra.agents.client import AsyncClient
+    from palaestra.agents.rewards import drop_infra_failures
+    from palaestra.agents.rollout import RolloutEngine, TaskRequest
+    from palaestra.types import Message
+
+    port = _free_port()
+    servers = [_server(port)]
+
+    class SaysTheWordAfterARestart:
+        restarted = False
+
+        def fits(self, episode: object) -> bool:
+            return True
+
+        async def act(self, episodes: list) -> list[Message]:  # type: ignore[type-arg]
+            if not self.restarted:
+                self.restarted = True
+                servers[-1].stop(grace=0)
+                servers.append(_server(port))
+            return [Message("assistant", e.messages[0].content.split("'")[1]) for e in episodes]
+
+    client = AsyncClient(f"127.0.0.1:{port}", timeout_s=30)
+    try:
+        engine = RolloutEngine(client, SaysTheWordAfterARestart(), max_turns=2)
+        lost = await engine.run("echo", [TaskRequest(seed=1), TaskRequest(seed=2)], group_size=4)
+        kept, dropped = drop_infra_failures(lost)
+        assert (kept, dropped) == ([], 8)
+        assert all(e.infra_failure and e.infra_failure.source == "connection" for g in lost for e in g)
+        fresh = await engine.run("echo", [TaskRequest(seed=3)], group_size=4)
+        kept, dropped = drop_infra_failures(fresh)
+        assert dropped == 0 and all(e.terminated and e.turn_components[0][0].value == 1.0 for e in kept[0])
+    finally:
+        await client.aclose()
+        servers[-1].stop(grace=0)
