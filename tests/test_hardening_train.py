@@ -4,6 +4,7 @@ its checkpoints."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -61,7 +62,7 @@ async def test_grpo_rollouts_drop_episodes_lost_with_a_restarted_server() -> Non
     runs on the new server."""
     from palaestra.agents.client import AsyncClient
     from palaestra.agents.rewards import drop_infra_failures
-    from palaestra.agents.rollout import RolloutEngine, TaskRequest
+    from palaestra.agents.rollout import EpisodeRollout, RolloutEngine, TaskRequest
     from palaestra.types import Message
 
     port = _free_port()
@@ -70,10 +71,10 @@ async def test_grpo_rollouts_drop_episodes_lost_with_a_restarted_server() -> Non
     class SaysTheWordAfterARestart:
         restarted = False
 
-        def fits(self, episode: object) -> bool:
+        def fits(self, episode: EpisodeRollout) -> bool:
             return True
 
-        async def act(self, episodes: list) -> list[Message]:  # type: ignore[type-arg]
+        async def act(self, episodes: Sequence[EpisodeRollout]) -> list[Message]:
             if not self.restarted:
                 self.restarted = True
                 servers[-1].stop(grace=0)
