@@ -326,3 +326,25 @@ def test_palaestra_eval_with_a_store_records_its_run(tmp_path: Path) -> None:
         assert len(episodes) == 4 and all(e["env_id"] == "math/arithmetic" for e in episodes)
         replies = [a for e in episodes for entry in e["trajectory"] for a in entry["actions"].values()]
         assert replies and all("boxed{7}" in str(reply) for reply in replies)
+
+
+def test_palaestra_train_with_a_store_records_its_run(tmp_path: Path) -> None:
+    """`palaestra train ppo --store` (in-process server) tags every training episode with a train run."""
+    store = tmp_path / "train.sqlite"
+    train = [
+        *[sys.executable, "-m", "palaestra", "train", "ppo", "--env", "gym/CartPole-v1"],
+        *["--total-steps", "256", "--num-steps", "64", "--num-envs", "4", "--eval-episodes", "1"],
+        *["--out", str(tmp_path / "run"), "--no-tensorboard", "--store", str(store)],
+    ]
+    done = subprocess.run(train, capture_output=True, timeout=240, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with TrajectoryStore(store) as opened:
+        [run] = opened.runs()
+        assert run["kind"] == "train-ppo" and run["tags"]["env"] == "gym/CartPole-v1"
+        episodes = opened.episodes(run_id=run["run_id"])
+        assert run["episodes"] == len(episodes) > 0
+        assert all(e["env_id"] == "gym/CartPole-v1" for e in episodes)
+    refused = subprocess.run(
+        [*train, "--address", "127.0.0.1:1"], capture_output=True, timeout=120, text=True
+    )
+    assert refused.returncode != 0 and "records to its own [store]" in refused.stderr

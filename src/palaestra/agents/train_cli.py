@@ -34,6 +34,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/train"), help="output directory")
     parser.add_argument("--plot", action="store_true", help="write a PNG of reward and components over steps")
     parser.add_argument("--no-tensorboard", action="store_true")
+    parser.add_argument(
+        "--store",
+        help="record the run's episodes in this SQLite trajectory store (in-process server only; "
+        "a server at --address records to its own [store])",
+    )
 
 
 def add_grpo_parser(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +103,11 @@ def run_ppo(args: argparse.Namespace) -> int:
 
 
 def _check_flags(args: argparse.Namespace) -> None:
+    if args.address and args.store:
+        raise SystemExit(
+            "palaestra train: --store records through the in-process server; "
+            "a server at --address records to its own [store] table"
+        )
     if not args.address and (args.token or args.tls_ca):
         raise SystemExit("--token and --tls-ca are for a server at --address")
     if not hasattr(args, "plugins"):  # called without the palaestra parser (e.g. main below)

@@ -21,18 +21,31 @@ def client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"token": args.token, "tls_root_cert": args.tls_ca}
 
 
+def store_run(args: argparse.Namespace, kind: str, model: str) -> dict[str, Any] | None:
+    """--store as the in-process server's run record: kind, model and the run's settings as tags."""
+    if not getattr(args, "store", None):
+        return None
+    tags = {"env": args.env, "seed": args.seed, "out": str(args.out)}
+    return {"path": args.store, "kind": kind, "model": model, "tags": tags}
+
+
 @contextlib.contextmanager
-def server_address(address: str | None) -> Iterator[str]:
+def server_address(address: str | None, record: Mapping[str, Any] | None = None) -> Iterator[str]:
     """The given address, or an in-process server started for the run (on a free loopback port).
 
-    The trainers are clients: only this entry point, for a run without --address, starts a server."""
+    The trainers are clients: only this entry point, for a run without --address, starts a server.
+    `record` ({"path", "kind", "model", "tags"}) makes that server record every episode as the run's."""
     if address:
         yield address
         return
     from palaestra.server.app import ServerThread
     from palaestra.server.config import ServerConfig
 
-    with ServerThread(ServerConfig(host="127.0.0.1", port=0)) as thread:
+    config = ServerConfig(host="127.0.0.1", port=0)
+    if record and record.get("path"):
+        run = {key: value for key, value in record.items() if key != "path"}
+        config.store = {"path": str(record["path"]), "run": run}
+    with ServerThread(config) as thread:
         yield thread.address
 
 
@@ -50,7 +63,7 @@ def run_ppo_command(args: argparse.Namespace) -> int:
     config = PPOConfig(
         total_steps=args.total_steps, num_steps=args.num_steps, learning_rate=args.lr, seed=args.seed
     )
-    with server_address(args.address) as address:
+    with server_address(args.address, store_run(args, "train-ppo", "mlp")) as address:
         envs = RemoteVectorEnv(
             address, args.env, num_envs=args.num_envs, options=args.options, **client_kwargs(args)
         )
@@ -162,7 +175,7 @@ async def _grpo(args: argparse.Namespace) -> int:
 
         backend = VLLMBackend(args.model, seed=args.seed)
     log = MetricsLog(args.out, tensorboard=not args.no_tensorboard)
-    with server_address(args.address) as address:
+    with server_address(args.address, store_run(args, "train-grpo", str(args.model))) as address:
         async with AsyncClient(address, **client_kwargs(args)) as client:
             trainer = GRPOTrainer(model, tokenizer, client, config, backend=backend)
             if args.resume:
