@@ -241,3 +241,13 @@ def test_a_tool_call_parsed_by_trl_runs_on_the_server(server_address: str) -> No
         reply = getattr(episode, function["name"])(**function["arguments"])
         assert email.split("@")[0].split(".")[0] in reply.lower()
         assert episode.components.get("invalid_tool_call", 0.0) == 0.0
+
+
+def test_an_infrastructure_failure_is_no_reward(start_server: Any) -> None:
+    server = start_server(
+        plugin_modules=["plugin_for_tests"], disabled_plugins=["code", "math", "games", "tools"]
+    )
+    with PalaestraEnvironment(server.address, "test/broken-verifier") as environment:
+        episode = environment()
+        episode.reset(seed=1)
+        assert palaestra_reward(["an answer"], [episode]) == [None]  # TRL leaves the sample unscored
