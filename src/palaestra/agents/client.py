@@ -142,11 +142,12 @@ class AsyncClient:
         # Episodes opened on the current stream, and episodes lost with a broken one (-> why).
         self._live: set[str] = set()
         self._lost: dict[str, t.InfraFailure] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._sweeper: asyncio.Task[None] | None = None  # expires requests past their deadline
         self.catalog = catalog_pb2_grpc.EnvCatalogStub(self.channel)
         self.unary = env_pb2_grpc.EnvServiceStub(self.channel)
         self._ids = itertools.count(1)
-        self._pending: dict[str, tuple[env_pb2.SessionRequest, OnReply]] = {}
+        # request id -> (request, callback, deadline on the loop's clock)
+        self._pending: dict[str, tuple[env_pb2.SessionRequest, OnReply, float]] = {}
         # Single steps and resets asked for in the same event-loop turn, waiting to travel together.
         self._queued: dict[str, list[tuple[Any, asyncio.Future[Any]]]] = {"step": [], "reset": []}
         self._outbox: asyncio.Queue[env_pb2.SessionRequest | None] | None = None
@@ -184,9 +185,6 @@ class AsyncClient:
         try:
             async for reply in call:
                 entry = self._pending.pop(reply.request_id, None)
-                timer = self._timers.pop(reply.request_id, None)
-                if timer is not None:
-                    timer.cancel()
                 if reply.WhichOneof("response") == "open":
                     opened = [e.episode_id for e in reply.open.episodes]
                     self._live.update(opened)
@@ -215,10 +213,7 @@ class AsyncClient:
             self._lost.update(dict.fromkeys(self._live, failure))
             self._live.clear()
             pending, self._pending = self._pending, {}
-            for request_id, (request, on_reply) in pending.items():
-                timer = self._timers.pop(request_id, None)
-                if timer is not None:
-                    timer.cancel()
+            for request, on_reply, _deadline in pending.values():
                 lost = _lost_reply(request, failure)
                 on_reply(lost if lost is not None else StreamBroken(error.code, error.message))
 
@@ -244,19 +239,28 @@ class AsyncClient:
             )
         outbox = self._ensure_stream()
         request.request_id = request_id = str(next(self._ids))
-        self._pending[request_id] = (request, on_reply)
-        if self.timeout_s is not None:
-            self._timers[request_id] = asyncio.get_running_loop().call_later(
-                self.timeout_s, self._expire, request_id
-            )
+        loop = asyncio.get_running_loop()
+        if self.timeout_s is None:
+            self._pending[request_id] = (request, on_reply, float("inf"))
+        else:
+            self._pending[request_id] = (request, on_reply, loop.time() + self.timeout_s)
+            if self._sweeper is None:
+                self._sweeper = loop.create_task(self._expire_late(self.timeout_s))
         outbox.put_nowait(request)
 
-    def _expire(self, request_id: str) -> None:
-        self._timers.pop(request_id, None)
-        entry = self._pending.pop(request_id, None)
-        if entry is not None:
-            message = f"no reply within {self.timeout_s} s (the client's timeout_s)"
-            entry[1](PalaestraError(grpc.StatusCode.DEADLINE_EXCEEDED, message))
+    async def _expire_late(self, timeout: float) -> None:
+        """Fail requests past their deadline with DEADLINE_EXCEEDED (one sweep a second, or faster for
+        short timeouts: cheaper per request than a timer each)."""
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            now = loop.time()
+            late = [request_id for request_id, entry in self._pending.items() if entry[2] < now]
+            for request_id in late:
+                entry = self._pending.pop(request_id, None)
+                if entry is not None:
+                    message = f"no reply within {timeout} s (the client's timeout_s)"
+                    entry[1](PalaestraError(grpc.StatusCode.DEADLINE_EXCEEDED, message))
 
     def _answer_lost(
         self, request: env_pb2.SessionRequest, on_reply: OnReply
@@ -463,6 +467,8 @@ class AsyncClient:
             return
         self._closed = True
         reader = self._reader
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._outbox is not None:
             self._outbox.put_nowait(None)
         if reader is not None:
