@@ -124,3 +124,17 @@ def test_vf_eval_plays_a_multi_turn_tool_episode(server_address: str, tmp_path: 
     assert "customer_id" in tool_reply or "verified" in tool_reply.lower(), tool_reply
     assert trace["metrics"]["palaestra/checklist"] > 0
     assert len(stub.requests) == 2
+
+
+@pytest.mark.timeout(600)
+def test_vf_eval_records_an_infrastructure_failure_as_an_error(start_server: Any, tmp_path: Path) -> None:
+    server = start_server(
+        plugin_modules=["plugin_for_tests"], disabled_plugins=["code", "math", "games", "tools"]
+    )
+    with StubOpenAI(lambda messages: "an answer") as stub:
+        [episode] = vf_eval(
+            server.address, stub, tmp_path, "test/broken-verifier", "--env.taskset.seeds", "[1]"
+        )
+    assert not episode["ok"]
+    assert "verifier timed out" in json.dumps(episode["errors"])
+    assert all("palaestra" not in trace.get("rewards", {}) for trace in episode["traces"])
