@@ -1,0 +1,306 @@
+"""One client view over several server replicas: `MultiAsyncClient` and its synchronous `MultiClient`.
+
+Give it addresses, or the name of a Palaestra directory actor on Ray (`palaestra.cluster`). It has the
+methods of `AsyncClient` / `Client`, so the trainers and wrappers that take a client take it too.
+
+- **Placement.** Each `open` (a GRPO group: `count=N`) goes to ONE replica, the one with the most free
+  episode slots: with a directory, the free slots the replica last reported minus those this client opened
+  there since; without one, the server's `max_episodes` minus this client's open episodes there. Drained
+  and unhealthy replicas take no new episodes.
+- **Affinity.** Every later request about an episode goes to the replica that opened it.
+- **Batching.** `step_many`, `step_batch`, `reset_many` and `close` split their episodes by replica and send
+  ONE message per replica, concurrently; single `step`s asked for in one event-loop turn are coalesced per
+  replica by that replica's `AsyncClient`.
+- **Failures.** A replica that dies ends only its own episodes: their steps come back done with an
+  infrastructure failure (source "connection"), as with one server. The replica is then avoided for new
+  episodes (`down_s`), and an `open` that fails there for lack of a connection is retried on another one.
+
+Agents never import the server: the directory is reached by name through Ray, and Ray is imported only then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import grpc
+
+from palaestra import types as t
+from palaestra.agents.client import (
+    Actions,
+    AsyncClient,
+    Client,
+    PalaestraError,
+    StreamBroken,
+)
+from palaestra.v1 import catalog_pb2, env_pb2
+
+DIRECTORY_NAME = "palaestra-directory"  # palaestra.cluster.DIRECTORY_NAME (agents do not import it)
+NAMESPACE = "palaestra"
+
+_CONNECTION_CODES = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+)
+
+
+class MultiAsyncClient:
+    """Episodes spread over replicas, each episode kept on its replica. `async with MultiAsyncClient(...)`."""
+
+    def __init__(
+        self,
+        addresses: Sequence[str] = (),
+        *,
+        directory: str | None = None,
+        namespace: str = NAMESPACE,
+        refresh_s: float = 1.0,
+        open_timeout_s: float = 10.0,
+        down_s: float = 5.0,
+        **client_kwargs: Any,
+    ) -> None:
+        """`addresses`: fixed replicas; `directory`: the name of a directory actor (Ray must be initialised
+        in this process) whose snapshot is re-read at most every `refresh_s` seconds. `open_timeout_s`: how
+        long an open waits for one replica before trying another. `client_kwargs` go to each `AsyncClient`."""
+        if not addresses and directory is None:
+            raise ValueError("give replica addresses or a directory name")
+        self.directory_name = directory
+        self.namespace = namespace
+        self.refresh_s = refresh_s
+        self.open_timeout_s = open_timeout_s
+        self.down_s = down_s
+        self.client_kwargs = client_kwargs
+        self.clients: dict[str, AsyncClient] = {}
+        self.home: dict[str, str] = {}  # episode id -> replica address
+        self.open_here: dict[str, int] = {}  # replica address -> this client's open episodes there
+        self.reported: dict[str, int] = {}  # replica address -> free slots in the last snapshot
+        self.opened_since: dict[str, int] = {}  # replica address -> episodes opened since that snapshot
+        self.down_until: dict[str, float] = {}
+        self.fixed = list(addresses)
+        self._directory: Any = None
+        self._refreshed = -1e9
+        self._refresh_lock = asyncio.Lock()
+        self._closed = False
+
+    async def __aenter__(self) -> MultiAsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------ replicas
+
+    def _client(self, address: str) -> AsyncClient:
+        if self._closed:
+            raise PalaestraError(grpc.StatusCode.CANCELLED, "the client is closed")
+        client = self.clients.get(address)
+        if client is None:
+            client = self.clients[address] = AsyncClient(address, **self.client_kwargs)
+            self.open_here.setdefault(address, 0)
+        return client
+
+    async def _refresh(self, force: bool = False) -> None:
+        if self.directory_name is None:
+            for address in self.fixed:
+                if address not in self.reported:
+                    info = await self._client(address).server_info()
+                    self.reported[address] = info.max_episodes
+            return
+        async with self._refresh_lock:
+            loop = asyncio.get_running_loop()
+            if not force and loop.time() - self._refreshed < self.refresh_s:
+                return
+            import ray
+
+            if self._directory is None:
+                self._directory = ray.get_actor(self.directory_name, namespace=self.namespace)
+            snapshot = await asyncio.wrap_future(self._directory.snapshot.remote(False).future())
+            self.reported = {e["address"]: int(e["free_episodes"]) for e in snapshot if not e["draining"]}
+            self.opened_since = {}
+            self._refreshed = loop.time()
+
+    def _free(self, address: str) -> int:
+        if self.directory_name is None:
+            return self.reported[address] - self.open_here.get(address, 0)
+        return self.reported[address] - self.opened_since.get(address, 0)
+
+    def _choose(self, count: int, tried: set[str]) -> str:
+        now = time.monotonic()
+        candidates = [
+            a
+            for a in self.reported
+            if a not in tried and self.down_until.get(a, 0.0) <= now and self._free(a) > 0
+        ]
+        if not candidates:
+            known = ", ".join(sorted(self.reported)) or "none"
+            raise PalaestraError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"no replica has a free episode slot for {count} episodes (replicas: {known}; tried: "
+                f"{', '.join(sorted(tried)) or 'none'})",
+            )
+        return max(candidates, key=lambda a: (self._free(a), -self.open_here.get(a, 0)))
+
+    def _mark_down(self, address: str) -> None:
+        self.down_until[address] = time.monotonic() + self.down_s
+        self._refreshed = -1e9  # re-read the directory before the next placement
+
+    def replica_of(self, episode_id: str) -> str:
+        """The address of the replica an episode lives on."""
+        try:
+            return self.home[episode_id]
+        except KeyError:
+            raise PalaestraError(
+                grpc.StatusCode.NOT_FOUND, f"episode {episode_id!r} was not opened through this client"
+            ) from None
+
+    def _by_replica(self, episode_ids: Sequence[str]) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for episode_id in episode_ids:
+            groups.setdefault(self.replica_of(episode_id), []).append(episode_id)
+        return groups
+
+    def _note_lost(self, address: str, steps: Sequence[Any]) -> None:
+        """A step answered with a lost connection: the replica is avoided for new episodes for a while."""
+        for step in steps:
+            failure = getattr(step, "infra_failure", None)
+            if failure is not None and getattr(failure, "source", "") == "connection":
+                self._mark_down(address)
+                return
+
+    # ------------------------------------------------------------ episodes
+
+    async def open(self, env_id: str, *, count: int = 1, **kwargs: Any) -> list[t.EpisodeStep]:
+        """Open `count` episodes of one task on ONE replica (a GRPO group stays together)."""
+        tried: set[str] = set()
+        while True:
+            await self._refresh(force=bool(tried))
+            address = self._choose(count, tried)
+            client = self._client(address)
+            try:
+                opened = await asyncio.wait_for(
+                    client.open(env_id, count=count, **kwargs), self.open_timeout_s
+                )
+            except (StreamBroken, TimeoutError) as exc:
+                if isinstance(exc, PalaestraError) and exc.code not in _CONNECTION_CODES:
+                    raise
+                self._mark_down(address)
+                tried.add(address)
+                continue
+            except PalaestraError as exc:
+                if exc.code not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
+                    raise
+                tried.add(address)  # full or draining there: another replica may have room
+                continue
+            for step in opened:
+                self.home[step.episode_id] = address
+            self.open_here[address] = self.open_here.get(address, 0) + len(opened)
+            self.opened_since[address] = self.opened_since.get(address, 0) + len(opened)
+            return opened
+
+    async def reset(self, episode_id: str, **kwargs: Any) -> t.EpisodeStep:
+        return await self._client(self.replica_of(episode_id)).reset(episode_id, **kwargs)
+
+    async def reset_many(self, episode_ids: Sequence[str]) -> list[t.EpisodeStep]:
+        groups = self._by_replica(episode_ids)
+        replies = await asyncio.gather(*(self._client(a).reset_many(ids) for a, ids in groups.items()))
+        by_id = {step.episode_id: step for steps in replies for step in steps}
+        return [by_id[episode_id] for episode_id in episode_ids]
+
+    async def step(self, episode_id: str, action: Actions) -> t.EpisodeStep:
+        address = self.replica_of(episode_id)
+        step = await self._client(address).step(episode_id, action)
+        self._note_lost(address, [step])
+        return step
+
+    async def step_many(
+        self, actions: Mapping[str, Actions], *, raise_errors: bool = True
+    ) -> dict[str, t.EpisodeStep | PalaestraError]:
+        """Step many episodes: one message per replica, sent concurrently; results in `actions`' order."""
+        groups = self._by_replica(list(actions))
+        replies = await asyncio.gather(
+            *(
+                self._client(a).step_many({i: actions[i] for i in ids}, raise_errors=raise_errors)
+                for a, ids in groups.items()
+            )
+        )
+        merged: dict[str, t.EpisodeStep | PalaestraError] = {}
+        for address, reply in zip(groups, replies, strict=True):
+            self._note_lost(address, [s for s in reply.values() if not isinstance(s, PalaestraError)])
+            merged.update(reply)
+        return {episode_id: merged[episode_id] for episode_id in actions if episode_id in merged}
+
+    async def step_batch(self, actions: Mapping[str, Actions]) -> env_pb2.StepResponse:
+        """Like step_many but the raw reply: the replicas' replies merged, episodes in `actions`' order."""
+        groups = self._by_replica(list(actions))
+        replies = await asyncio.gather(
+            *(self._client(a).step_batch({i: actions[i] for i in ids}) for a, ids in groups.items())
+        )
+        by_id = {}
+        for address, reply in zip(groups, replies, strict=True):
+            lost = [
+                e
+                for e in reply.episodes
+                if e.HasField("infra_failure") and e.infra_failure.source == "connection"
+            ]
+            if lost:
+                self._mark_down(address)
+            by_id.update({e.episode_id: e for e in reply.episodes})
+        merged = env_pb2.StepResponse()
+        merged.episodes.extend(by_id[episode_id] for episode_id in actions if episode_id in by_id)
+        return merged
+
+    async def close(self, episode_ids: str | Sequence[str]) -> list[t.EpisodeSummary]:
+        ids = [episode_ids] if isinstance(episode_ids, str) else list(episode_ids)
+        groups = self._by_replica(ids)
+        replies = await asyncio.gather(*(self._client(a).close(group) for a, group in groups.items()))
+        for address, group in groups.items():
+            self.open_here[address] = max(0, self.open_here.get(address, 0) - len(group))
+            for episode_id in group:
+                self.home.pop(episode_id, None)
+        return [summary for summaries in replies for summary in summaries]
+
+    # ------------------------------------------------------------ catalog (any healthy replica)
+
+    async def _any(self) -> AsyncClient:
+        await self._refresh()
+        now = time.monotonic()
+        live = [a for a in self.reported if self.down_until.get(a, 0.0) <= now] or list(self.reported)
+        if not live:
+            raise PalaestraError(
+                grpc.StatusCode.UNAVAILABLE, "no replica is known (the directory lists none)"
+            )
+        return self._client(live[0])
+
+    async def list_envs(self, tags: Sequence[str] = ()) -> list[t.EnvSpec]:
+        return await (await self._any()).list_envs(tags)
+
+    async def describe(self, env_id: str) -> t.EnvSpec:
+        return await (await self._any()).describe(env_id)
+
+    async def server_info(self) -> catalog_pb2.ServerInfo:
+        return await (await self._any()).server_info()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.gather(*(client.aclose() for client in self.clients.values()), return_exceptions=True)
+
+
+class MultiClient(Client):
+    """The synchronous `MultiAsyncClient`. A `Client`: the wrappers and trainers that take one take it."""
+
+    def __init__(self, addresses: Sequence[str] = (), *, directory: str | None = None, **kwargs: Any) -> None:
+        self._addresses, self._directory = list(addresses), directory
+        super().__init__(",".join(addresses) or f"directory:{directory}", **kwargs)
+
+    async def _make(self, address: str, kwargs: dict[str, Any]) -> AsyncClient:  # type: ignore[override]
+        # Made on the loop thread, like Client's. MultiAsyncClient has AsyncClient's public methods, which
+        # are all that Client calls: typed as one so that Client's wrappers stay as they are.
+        return cast(AsyncClient, MultiAsyncClient(self._addresses, directory=self._directory, **kwargs))
+
+    @property
+    def multi(self) -> MultiAsyncClient:
+        return cast(MultiAsyncClient, self.aio)
