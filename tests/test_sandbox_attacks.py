@@ -16,7 +16,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -471,3 +471,75 @@ async def test_a_garbled_channel_is_reported_as_corrupt(garbage: bytes) -> None:
     channel = RunnerChannel(PlainSource(reader), cast(asyncio.StreamWriter, _NullWriter()))
     with pytest.raises(RunnerCorrupt):
         await channel.call({"op": "ping"}, timeout=5)
+
+
+HOLDING_SERVER = """
+import asyncio, sys
+from palaestra.sandbox.manager import SandboxManager
+
+async def main():
+    manager = SandboxManager.for_tests(backend="docker", pool_size=0)
+    await manager.start()
+    held = [await manager.lease("python", f"held-{i}") for i in range(3)]
+    print("ready", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.docker
+async def test_containers_go_by_themselves_when_their_server_dies() -> None:
+    docker_or_skip()
+    import docker
+
+    child = subprocess.Popen([sys.executable, "-c", HOLDING_SERVER], stdout=subprocess.PIPE, text=True)
+    client = docker.from_env()
+    try:
+        assert child.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 120)
+        assert line.strip() == "ready"
+        mine = {"label": f"org.palaestra.pid={child.pid}"}
+        assert len(client.containers.list(filters=mine)) == 3
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        # No reaper runs here: the engine closes each runner's stdin with the dead server's attach stream,
+        # the runner exits and the container removes itself.
+        for _ in range(200):
+            remaining = client.containers.list(all=True, filters=mine)
+            if not remaining:
+                break
+            await asyncio.sleep(0.1)
+        assert remaining == []
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        client.close()
+
+
+@pytest.mark.docker
+async def test_dead_pool_containers_are_replaced() -> None:
+    """After an engine outage (here: the pool's containers killed behind the manager's back), a lease gets
+    a working sandbox and the pool refills with live ones."""
+    docker_or_skip()
+    async with SandboxManager.for_tests(backend="docker", pool_size=2) as manager:
+        backend = cast(Any, manager.backends["docker"])
+        assert backend.pools == {}  # pools start with a profile's first lease, not with the server
+        async with await manager.lease("python", "first") as sandbox:
+            assert (await sandbox.exec(["echo", "hi"])).stdout == "hi\n"
+        pool = backend.pools["python"][1]
+        for _ in range(300):
+            if len(pool.ready) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(pool.ready) == 2
+        for handle in list(pool.ready):
+            await asyncio.to_thread(handle.container.kill)
+        async with await manager.lease("python", "after-outage") as sandbox:
+            assert (await sandbox.exec(["echo", "alive"])).stdout == "alive\n"
+        for _ in range(300):
+            if len(pool.ready) == 2 and all([await h.ping() for h in list(pool.ready)]):
+                break
+            await asyncio.sleep(0.1)
+        assert len(pool.ready) == 2

@@ -13,8 +13,10 @@ out of a job's reach, and as pid 1 it receives no signal from inside the contain
 
 Containers carry labels naming this server instance (host, pid and the pid's start time) and the profile;
 warm containers learn their episode after hand-out through their name (labels are immutable), e.g.
-``palaestra-<episode>-<id>``. At start-up and periodically the backend removes, with their volumes,
-containers whose owning server process no longer exists.
+``palaestra-<episode>-<id>``. A container stops and removes itself when its server is gone: the engine
+closes the runner's stdin when the attach stream closes (``stdin_once``), the runner exits and
+``auto_remove`` deletes the container. As a second line, at start-up and periodically the backend removes,
+with their volumes, containers whose owning server process no longer exists.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ LABEL_PID_START = "org.palaestra.pid-start"
 LABEL_PROFILE = "org.palaestra.profile"
 LABEL_EPISODE = "org.palaestra.episode"
 SANDBOX_USER = "65534:65534"
+# Options of `container_options` that configure the container (the others configure its host side).
+CREATE_OPTIONS = frozenset({"image", "command", "user", "working_dir", "labels", "environment", "stdin_open"})
 WORKDIR = "/workspace"
 STDOUT_STREAM = 1
 
@@ -213,8 +217,11 @@ class DockerBackend(RunnerBackend):
         return {
             "image": profile.image,
             "command": ["python3", "-I", "-S", "-c", RUNNER_SOURCE],
-            "detach": True,
             "stdin_open": True,
+            # The engine closes the runner's stdin when our one attach stream goes (this server died or lost
+            # the engine): the runner exits, and the container removes itself. Nothing outlives its owner.
+            "stdin_once": True,
+            "auto_remove": True,
             "init": False,  # the runner is pid 1 (see the module's docstring)
             "user": SANDBOX_USER,
             "read_only": True,
@@ -233,7 +240,21 @@ class DockerBackend(RunnerBackend):
         }
 
     def _create_and_attach(self, options: dict[str, Any]) -> tuple[Any, Any]:
-        container = self.client.containers.run(**options)
+        api = self.client.api
+        create = {k: v for k, v in options.items() if k in CREATE_OPTIONS}
+        host = {k: v for k, v in options.items() if k not in CREATE_OPTIONS and k != "stdin_once"}
+        config = api.create_container_config(
+            detach=True, host_config=api.create_host_config(**host), **create
+        )
+        # docker-py sets StdinOnce only for containers it attaches to at creation; ours are detached.
+        config["StdinOnce"] = bool(options.get("stdin_once"))
+        created = api.create_container_from_config(config)
+        container = self.client.containers.prepare_model({"Id": created["Id"]})
+        try:
+            api.start(container.id)
+        except Exception:
+            container.remove(force=True, v=True)
+            raise
         try:
             raw = self.client.api.attach_socket(
                 container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
@@ -271,6 +292,9 @@ class DockerBackend(RunnerBackend):
             await self.call(container.remove, force=True, v=True)
         except docker.errors.NotFound:
             pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: already being removed (auto_remove after the runner exited)
+                log.warning("could not remove container %s: %s", container.id[:12], exc)
         except Exception as exc:  # the periodic reaper retries
             log.warning("could not remove container %s: %s", container.id[:12], exc)
 

@@ -109,8 +109,8 @@ class RunnerBackend(SandboxBackend):
         self.profiles = profiles
 
     async def start(self) -> None:
-        for profile in self.profiles.values():
-            self._pool_for(profile).start()
+        """Nothing starts here: a profile's warm pool starts with its first lease (`_obtain`), so a server
+        that only lists its catalog, or whose clients never use a profile, starts no sandbox."""
 
     def _pool_for(self, profile: Profile) -> WarmPool:
         if profile.name not in self.pools:
@@ -134,6 +134,9 @@ class RunnerBackend(SandboxBackend):
         return RunnerSandbox(profile, profile.limits, handle, replacement, self._release_handle)
 
     async def _obtain(self, profile: Profile, labels: Mapping[str, str]) -> RunnerHandle:
+        configured = self.profiles.get(profile.name)
+        if configured is not None and profile.name not in self.pools:
+            self._pool_for(configured).start()  # lazily, on the profile's first lease
         pooled = self.pools.get(profile.name)
         if pooled is not None and same_start_limits(pooled[0].limits, profile.limits):
             handle = await pooled[1].take()

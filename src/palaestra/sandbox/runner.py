@@ -30,9 +30,10 @@ an already imported module, a user site directory, a script that is not a plain 
 
 The runner is its PID namespace's init (pid 1) on both built-in backends: a Docker container's main process
 (no docker-init), or `bwrap --as-pid-1`. Pid 1 holds the container's stdio, which carries this protocol, so
-it must be a process jobs cannot reach through /proc/1/fd: the runner is non-dumpable. As init it reaps every orphan as soon as SIGCHLD says one exited (`Reaper`), keeping the
-wait statuses of its own children for their owners; and the kernel delivers to pid 1 only signals it
-handles (SIGCHLD), so a job can neither kill nor stop it.
+it must be a process jobs cannot reach through /proc/1/fd: the runner is non-dumpable. As init it reaps
+every orphan as soon as SIGCHLD says one exited (`Reaper`), keeping the wait statuses of its own children
+for their owners; and the kernel delivers to pid 1 only signals it handles (SIGCHLD), so a job can neither
+kill nor stop it.
 """
 
 import base64
