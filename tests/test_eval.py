@@ -24,9 +24,9 @@ from tests.vllm_helpers import (
     PLAIN_ENV,
     TOOL_ENV,
     TOOL_QUERY,
-    build_tool_model,
     openai_server,
     run_vllm,
+    tool_model_dir,
 )
 
 
@@ -78,12 +78,10 @@ def test_summary_leaves_out_infrastructure_failures_and_unscored_episodes() -> N
 # ---------------------------------------------------------------- against vLLM
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def tool_model(tmp_path_factory: pytest.TempPathFactory, server_address: str) -> Path:
-    directory = tmp_path_factory.mktemp("eval-tool-model")
-    built = build_tool_model(directory, server_address)
-    print("tool model:", built)
-    return directory
+    """The tiny model taught to call a tool, then answer (tests/vllm_helpers.py)."""
+    return tool_model_dir(tmp_path_factory, server_address)
 
 
 def _check_episodes(records: list[dict[str, Any]], tasks: int, episodes: int) -> None:

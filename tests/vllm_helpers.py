@@ -153,6 +153,20 @@ def openai_server(model_dir: Path, workdir: Path, *, tools: bool = True) -> Iter
             process.wait()
 
 
+_TOOL_MODELS: dict[str, Path] = {}  # built once per test session (test_vllm.py and test_eval.py share it)
+
+
+def tool_model_dir(tmp_path_factory: pytest.TempPathFactory, server_address: str) -> Path:
+    """The tool-calling tiny model of `build_tool_model`, built on first use in this session."""
+    vllm_python()  # skip (or fail, in CI) before spending a minute on a model nothing can serve
+    if server_address not in _TOOL_MODELS:
+        directory = tmp_path_factory.mktemp("tool-model")
+        built = build_tool_model(directory, server_address)
+        print("tool model:", built)
+        _TOOL_MODELS[server_address] = directory
+    return _TOOL_MODELS[server_address]
+
+
 def build_tool_model(directory: Path, server_address: str, *, steps: int = 120) -> dict[str, Any]:
     """A tiny model taught, in a few hundred supervised steps, one fixed behaviour per situation:
 
