@@ -21,6 +21,7 @@ from palaestra.agents.client import Client, PalaestraError
 from palaestra.agents.evaluate import add_eval_arguments, run_eval_command
 from palaestra.agents.policies import NoScriptedPolicy, make_policy, renderer
 from palaestra.agents.train_cli import add_train_subcommands
+from palaestra.cluster.cli import add_cluster_subcommands
 from palaestra.pluginmanager import PluginError, Plugins, client_plugins
 from palaestra.server.config import ConfigError, ServerConfig, load_config
 from palaestra.store.cli import add_store_subcommands
@@ -152,6 +153,7 @@ def build_parser(plugins: Plugins | None = None) -> argparse.ArgumentParser:
 
     add_train_subcommands(commands)
     add_store_subcommands(commands)
+    add_cluster_subcommands(commands)
     plugins.hook.palaestra_cli_commands(commands=commands)
     return parser
 

@@ -5,7 +5,7 @@ methods of `AsyncClient` / `Client`, so the trainers and wrappers that take a cl
 
 - **Placement.** Each `open` (a GRPO group: `count=N`) goes to ONE replica, the one with the most free
   episode slots: with a directory, the free slots the replica last reported minus those this client opened
-  there since; without one, the server's `max_episodes` minus this client's open episodes there. Drained
+  there after that report; without one, the server's `max_episodes` minus this client's open episodes there. Drained
   and unhealthy replicas take no new episodes.
 - **Affinity.** Every later request about an episode goes to the replica that opened it.
 - **Batching.** `step_many`, `step_batch`, `reset_many` and `close` split their episodes by replica and send
@@ -76,7 +76,9 @@ class MultiAsyncClient:
         self.home: dict[str, str] = {}  # episode id -> replica address
         self.open_here: dict[str, int] = {}  # replica address -> this client's open episodes there
         self.reported: dict[str, int] = {}  # replica address -> free slots in the last snapshot
-        self.opened_since: dict[str, int] = {}  # replica address -> episodes opened since that snapshot
+        self.reported_at: dict[str, float] = {}  # replica address -> when the replica measured them
+        # replica address -> (wall time, count) of this client's opens there, until a report includes them
+        self.recent_opens: dict[str, list[tuple[float, int]]] = {}
         self.down_until: dict[str, float] = {}
         self.fixed = list(addresses)
         self._directory: Any = None
@@ -117,14 +119,19 @@ class MultiAsyncClient:
             if self._directory is None:
                 self._directory = ray.get_actor(self.directory_name, namespace=self.namespace)
             snapshot = await asyncio.wrap_future(self._directory.snapshot.remote(False).future())
-            self.reported = {e["address"]: int(e["free_episodes"]) for e in snapshot if not e["draining"]}
-            self.opened_since = {}
+            listed = [e for e in snapshot if not e["draining"]]
+            self.reported = {e["address"]: int(e["free_episodes"]) for e in listed}
+            self.reported_at = {e["address"]: float(e["reported_at"]) for e in listed}
+            for address, opens in self.recent_opens.items():
+                since = self.reported_at.get(address, 0.0)
+                opens[:] = [(at, n) for at, n in opens if at > since]
             self._refreshed = loop.time()
 
     def _free(self, address: str) -> int:
         if self.directory_name is None:
             return self.reported[address] - self.open_here.get(address, 0)
-        return self.reported[address] - self.opened_since.get(address, 0)
+        # Opens the replica had not yet counted when it reported (a report every heartbeat).
+        return self.reported[address] - sum(n for _, n in self.recent_opens.get(address, ()))
 
     def _choose(self, count: int, tried: set[str]) -> str:
         now = time.monotonic()
@@ -196,7 +203,7 @@ class MultiAsyncClient:
             for step in opened:
                 self.home[step.episode_id] = address
             self.open_here[address] = self.open_here.get(address, 0) + len(opened)
-            self.opened_since[address] = self.opened_since.get(address, 0) + len(opened)
+            self.recent_opens.setdefault(address, []).append((time.time(), len(opened)))
             return opened
 
     async def reset(self, episode_id: str, **kwargs: Any) -> t.EpisodeStep:

@@ -22,6 +22,7 @@ class ReplicaRecord:
     open_episodes: int
     free_sandboxes: int  # warm sandboxes ready in the replica's pools
     serving: bool  # the replica's own health (False while it drains or stops)
+    reported_at: float  # the replica's wall clock when it measured the above (clients discount later opens)
     incarnation: int = 0  # how many times the replica (re)started: 0 first, +1 per Ray restart
     draining: bool = False
     last_seen: float = field(default_factory=time.monotonic)

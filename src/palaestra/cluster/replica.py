@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,6 +63,7 @@ class Replica:
             "open_episodes": open_episodes,
             "free_sandboxes": _free_sandboxes(server.sandboxes),
             "serving": not server.runtime.draining,
+            "reported_at": time.time(),
         }
 
     def _report(self) -> bool:

@@ -1,0 +1,234 @@
+"""Scale-out on Ray: replicas on a simulated multi-node Ray cluster (`ray.cluster_utils.Cluster`, loopback).
+
+One module-scoped cluster (a head and one more node, so two replicas); the tests run in file order and the
+last ones change it (kill, drain, remove)."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Before Ray is imported: keep every Ray listener on loopback, and Ray's files in a directory of our own.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+_RAY_TMP = tempfile.mkdtemp(prefix="palaestra-ray-", dir="/tmp")  # short: Ray's socket paths are limited
+os.environ["RAY_TMPDIR"] = _RAY_TMP
+Path(_RAY_TMP, "ray").mkdir()
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (the [ray] extra; CI installs it with [dev])")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from palaestra.agents.client import Client  # noqa: E402
+from palaestra.agents.multi import MultiAsyncClient, MultiClient  # noqa: E402
+from palaestra.cluster.api import RayCluster  # noqa: E402
+
+pytestmark = pytest.mark.timeout(240)
+
+PER_REPLICA = {"max_episodes": 4096, "max_episodes_per_client": 4096}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[Any, RayCluster]]:
+    nodes = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False},
+    )
+    nodes.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    ray.init(address=nodes.address, namespace="palaestra", log_to_driver=False)
+    control = RayCluster()
+    try:
+        control.up(overrides=PER_REPLICA, max_restarts=2)
+        yield nodes, control
+    finally:
+        try:
+            control.down()
+        finally:
+            ray.shutdown()
+            nodes.shutdown()
+
+
+def _wait_gone(pid: int, timeout_s: float = 30.0) -> None:
+    """Wait until the (simulated node's, so local) process is gone."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} still runs {timeout_s} s after ray.kill")
+
+
+def _healthy(control: RayCluster) -> list[dict[str, Any]]:
+    return control.status(include_unhealthy=False)
+
+
+def test_one_replica_per_node_registered_with_capacity(cluster: tuple[Any, RayCluster]) -> None:
+    _, control = cluster
+    snapshot = _healthy(control)
+    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert len(snapshot) == 2
+    assert {e["node_id"] for e in snapshot} == alive  # one per node, each on its own node
+    for entry in snapshot:
+        assert entry["address"].startswith("127.0.0.1:")
+        assert entry["free_episodes"] == 4096 and entry["open_episodes"] == 0
+        assert entry["serving"] and not entry["draining"]
+        with Client(entry["address"]) as direct:  # each replica is a real server with the catalog
+            assert "echo" in {spec.id for spec in direct.list_envs()}
+
+
+def test_cli_status_lists_the_replicas(cluster: tuple[Any, RayCluster]) -> None:
+    nodes, control = cluster
+    env = dict(os.environ)  # the simulated cluster runs without token auth; RAY_TMPDIR is inherited
+    command = [
+        sys.executable,
+        "-m",
+        "palaestra",
+        "cluster",
+        "status",
+        "--json",
+        "--ray-address",
+        nodes.address,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    listed = {line.split('"')[3] for line in done.stdout.splitlines() if '"address"' in line}
+    assert listed == {e["address"] for e in _healthy(control)}
+
+
+def test_episodes_spread_by_free_capacity_and_groups_stay_together(cluster: tuple[Any, RayCluster]) -> None:
+    _, control = cluster
+    first, second = (e["address"] for e in _healthy(control))
+    with Client(first) as other, MultiClient(directory="palaestra-directory", refresh_s=0.0) as client:
+        # Another client holds 40 episodes on the first replica: it has 40 slots fewer.
+        held = other.open("echo", count=40)
+        control.wait_for(lambda s: {e["address"]: e["open_episodes"] for e in s}.get(first) == 40)
+        groups = [client.open("echo", seed=i, count=4) for i in range(15)]
+        placed = collections.Counter(client.multi.replica_of(g[0].episode_id) for g in groups)
+        for group in groups:  # a GRPO group lives on one replica
+            assert len({client.multi.replica_of(e.episode_id) for e in group}) == 1
+        # Ten groups (40 episodes) go to the second replica before the two are level, then they alternate.
+        assert placed[second] >= 10 and placed[first] >= 2, placed
+        assert abs((placed[second] * 4) - (placed[first] * 4 + 40)) <= 4, placed
+        ids = [e.episode_id for g in groups for e in g]
+        steps = client.step_many({i: "hello" for i in ids})
+        assert all(
+            s.agents["agent"].observation.messages[-1].content == "You said: hello" for s in steps.values()
+        )
+        client.close(ids)
+        other.close([e.episode_id for e in held])
+
+
+def test_4096_echo_episodes_over_two_replicas(cluster: tuple[Any, RayCluster]) -> None:
+    with MultiClient(directory="palaestra-directory", refresh_s=0.0) as client:
+        ids = [e.episode_id for i in range(64) for e in client.open("echo", seed=i, count=64)]
+        assert len(set(ids)) == 4096
+        per_replica = collections.Counter(client.multi.replica_of(i) for i in ids)
+        assert sorted(per_replica.values()) == [2048, 2048], per_replica
+        for word in ("one", "two"):
+            steps = client.step_many({i: word for i in ids})  # one message to each replica
+            assert len(steps) == 4096
+            assert {s.agents["agent"].observation.messages[-1].content for s in steps.values()} == {
+                f"You said: {word}"
+            }
+        summaries = client.close(ids)
+        assert len(summaries) == 4096 and all(s.infra_failure is None for s in summaries)
+
+
+def test_ppo_runs_against_the_cluster(cluster: tuple[Any, RayCluster]) -> None:
+    pytest.importorskip("torch")
+    from palaestra.agents.gym import RemoteVectorEnv
+    from palaestra.agents.ppo import PPO, PPOConfig
+
+    with MultiClient(directory="palaestra-directory", refresh_s=0.0) as client:
+        envs = RemoteVectorEnv(client, "gym/CartPole-v1", num_envs=8)
+        try:
+            trainer = PPO(envs, PPOConfig(total_steps=8 * 64 * 2, num_steps=64, seed=1))
+            trainer.train()
+            assert len({client.multi.replica_of(i) for i in envs.episode_ids}) == 2  # spread over both
+        finally:
+            envs.close()
+    assert trainer.global_step >= 8 * 64 * 2
+    assert len(trainer.episode_returns) > 10 and all(r > 0 for r in trainer.episode_returns)
+
+
+def test_a_killed_replica_fails_only_its_episodes_and_rejoins(cluster: tuple[Any, RayCluster]) -> None:
+    _, control = cluster
+    before = {e["replica_id"]: e for e in _healthy(control)}
+    victim = sorted(before)[0]
+    victim_address = before[victim]["address"]
+    with MultiClient(directory="palaestra-directory", refresh_s=0.0, down_s=60.0) as client:
+        ids = [e.episode_id for i in range(8) for e in client.open("echo", seed=i, count=2)]
+        on_victim = {i for i in ids if client.multi.replica_of(i) == victim_address}
+        assert 0 < len(on_victim) < len(ids)
+        client.step_many({i: "before" for i in ids})
+
+        control.kill(victim, restart=True)  # as a crash: the process is killed
+        _wait_gone(before[victim]["pid"])  # ray.kill returns at once; the kill lands a moment later
+        steps = client.step_many({i: "after" for i in ids}, raise_errors=False)
+        for episode_id, step in steps.items():
+            assert not isinstance(step, Exception), step
+            if episode_id in on_victim:  # lost with its replica: an infrastructure failure, not reward 0
+                assert step.done and step.infra_failure is not None
+                assert step.infra_failure.source == "connection"
+            else:
+                assert step.infra_failure is None
+                assert step.agents["agent"].observation.messages[-1].content == "You said: after"
+        # New episodes go to the others while the victim is gone.
+        fresh = client.open("echo", count=4)
+        assert {client.multi.replica_of(e.episode_id) for e in fresh} != {victim_address}
+        client.close(ids + [e.episode_id for e in fresh])
+
+    # Ray restarts it on its node; it reports again with a new address and one more incarnation.
+    snapshot = control.wait_for(
+        lambda s: any(e["replica_id"] == victim and e["address"] != victim_address for e in s), timeout_s=90
+    )
+    back = next(e for e in snapshot if e["replica_id"] == victim)
+    assert back["incarnation"] == before[victim]["incarnation"] + 1
+    assert back["node_id"] == before[victim]["node_id"]
+    with MultiClient(directory="palaestra-directory", refresh_s=0.0) as client:
+        groups = [client.open("echo", count=2) for _ in range(4)]
+        assert back["address"] in {client.multi.replica_of(g[0].episode_id) for g in groups}  # it rejoined
+        client.close([e.episode_id for g in groups for e in g])
+
+
+def test_drain_then_remove_while_a_run_goes_on(cluster: tuple[Any, RayCluster]) -> None:
+    _, control = cluster
+    control.wait_for(lambda s: len(s) == 2)
+    leaving, staying = sorted(_healthy(control), key=lambda e: e["replica_id"])
+    with MultiClient(directory="palaestra-directory", refresh_s=0.0) as client:
+        ids = [e.episode_id for i in range(4) for e in client.open("echo", seed=i, count=2)]
+        assert {client.multi.replica_of(i) for i in ids} == {leaving["address"], staying["address"]}
+        control.drain(leaving["replica_id"])
+        fresh = [e.episode_id for _ in range(4) for e in client.open("echo", count=2)]
+        assert {client.multi.replica_of(i) for i in fresh} == {staying["address"]}  # no new episodes there
+        steps = client.step_many({i: "still" for i in ids + fresh})  # episodes on the drained one go on
+        assert all(s.infra_failure is None for s in steps.values())
+        client.close(ids)  # the run finishes its episodes there; removal waits for that
+        control.remove(leaving["replica_id"], timeout_s=30)
+        assert [e["replica_id"] for e in control.status()] == [staying["replica_id"]]
+        more = [e.episode_id for e in client.open("echo", count=2)]
+        steps = client.step_many({i: "on" for i in fresh + more})
+        assert all(s.infra_failure is None for s in steps.values())
+        client.close(fresh + more)
+
+
+async def test_async_view_with_fixed_addresses(cluster: tuple[Any, RayCluster]) -> None:
+    _, control = cluster
+    addresses = [e["address"] for e in _healthy(control)]
+    async with MultiAsyncClient(addresses) as client:
+        episodes = [await client.open("echo", count=1) for _ in range(4)]
+        ids = [e[0].episode_id for e in episodes]
+        with pytest.raises(Exception, match="not opened through this client"):
+            await client.step("no-such-episode", "x")
+        steps = [await client.step(i, "hey") for i in ids]
+        assert all(s.agents["agent"].observation.messages[-1].content == "You said: hey" for s in steps)
+        await client.close(ids)
