@@ -5,8 +5,8 @@ methods of `AsyncClient` / `Client`, so the trainers and wrappers that take a cl
 
 - **Placement.** Each `open` (a GRPO group: `count=N`) goes to ONE replica, the one with the most free
   episode slots: with a directory, the free slots the replica last reported minus those this client opened
-  there after that report; without one, the server's `max_episodes` minus this client's open episodes there. Drained
-  and unhealthy replicas take no new episodes.
+  there after that report; without one, the server's `max_episodes` minus this client's open episodes
+  there. Drained and unhealthy replicas take no new episodes.
 - **Affinity.** Every later request about an episode goes to the replica that opened it.
 - **Batching.** `step_many`, `step_batch`, `reset_many` and `close` split their episodes by replica and send
   ONE message per replica, concurrently; single `step`s asked for in one event-loop turn are coalesced per
@@ -307,6 +307,9 @@ class MultiClient(Client):
         # Made on the loop thread, like Client's. MultiAsyncClient has AsyncClient's public methods, which
         # are all that Client calls: typed as one so that Client's wrappers stay as they are.
         return cast(AsyncClient, MultiAsyncClient(self._addresses, directory=self._directory, **kwargs))
+
+    def __enter__(self) -> MultiClient:
+        return self
 
     @property
     def multi(self) -> MultiAsyncClient:
