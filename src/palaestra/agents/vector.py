@@ -130,9 +130,9 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
                 infos = self._add_info(infos, ended, int(i))
         return (
             self._observations(result.observations),
-            wire.tensor_from_proto(result.rewards),
-            wire.tensor_from_proto(result.terminated),
-            wire.tensor_from_proto(result.truncated),
+            wire.tensor_from_proto(result.rewards).copy(),
+            wire.tensor_from_proto(result.terminated).copy(),
+            wire.tensor_from_proto(result.truncated).copy(),
             infos,
         )
 
@@ -148,7 +148,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
     # ------------------------------------------------------------ helpers
 
     def _observations(self, tensor: Any) -> np.ndarray:
-        return wire.tensor_from_proto(tensor)
+        return wire.tensor_from_proto(tensor).copy()  # writable, as Gymnasium's own vectors return
 
     def _infos(self, structs: Sequence[Any]) -> dict[str, Any]:
         infos: dict[str, Any] = {}
