@@ -88,7 +88,7 @@ class RayCluster:
         timeout_s: float = 120.0,
     ) -> list[dict[str, Any]]:
         """Start one replica on each of `nodes` (default: every alive node without one), each bound to
-        `host` (use the node's own IP on a real multi-node cluster, see docs/deployment.md). Returns the
+        `host` ("node": each node's own IP, for clients on other machines; docs/deployment.md). Returns the
         directory's snapshot once every replica started has reported."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

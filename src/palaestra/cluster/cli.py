@@ -21,7 +21,9 @@ def add_cluster_subcommands(commands: Any) -> None:
     _common(up)
     up.add_argument("--config", help="the TOML configuration each replica loads (a path on every node)")
     up.add_argument(
-        "--host", default="127.0.0.1", help="address the replicas bind (a node's own IP on real clusters)"
+        "--host",
+        default="127.0.0.1",
+        help="address the replicas bind; 'node': each node's own IP (for clients elsewhere)",
     )
     up.add_argument("--max-episodes", type=int, help="override [server] max_episodes per replica")
     up.add_argument("--max-restarts", type=int, default=3, help="Ray restarts of a dead replica (-1: always)")

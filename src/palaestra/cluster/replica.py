@@ -39,6 +39,8 @@ class Replica:
         # live in the object store, and a restart after losing it would fail.
         self.directory = ray.get_actor(directory[0], namespace=directory[1])
         self.heartbeat_s = heartbeat_s
+        if host == "node":  # the node's own address, for clients on other machines (docs/deployment.md)
+            host = ray.util.get_node_ip_address()
         config = load_config(config_path, {**dict(overrides or {}), "host": host, "port": 0})
         self.thread = ServerThread(config).start()
         self.node_id = ray.get_runtime_context().get_node_id()
