@@ -167,8 +167,8 @@ class VectorEnv(abc.ABC):
     def reset(
         self, seed: int | None, options: Mapping[str, Any], mask: np.ndarray | None = None
     ) -> VectorStep:
-        """Reset the episodes in `mask` (all when None). `seed`: episode i gets seed + i (Gymnasium's
-        convention); None continues each episode's random stream."""
+        """Reset the episodes in `mask` (all when None). `seed` as Gymnasium's vectors (episode i gets
+        seed + i, or one generator seeded with seed); None continues each episode's random stream."""
 
     @abc.abstractmethod
     def step(self, actions: np.ndarray) -> VectorStep:

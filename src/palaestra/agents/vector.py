@@ -8,8 +8,9 @@ stacked columns), and the server steps the N episodes with one call of the envir
   construction and kept by the server; with `SAME_STEP`, `infos["final_obs"]` / `infos["final_info"]`
   (and their `_` masks) hold the ended episodes' last observations and infos, as `SyncVectorEnv` does;
 * `reset(options={"reset_mask": mask})` resets only the masked episodes;
-* `reset(seed=s)` seeds episode i with s + i; `reset()` without a seed continues each episode's random
-  stream (the server keeps the vector's environments between resets);
+* `reset(seed=s)` seeds as the server's Gymnasium vector does (episode i gets s + i; CartPole's native
+  vector, used for next-step autoreset, seeds one generator with s); `reset()` without a seed continues
+  each episode's random stream (the server keeps the vector's environments between resets);
 * per-episode infos as Gymnasium's dict of arrays with `_key` masks.
 
 For Stable-Baselines3, wrap it in `palaestra.agents.sb3.SB3VecEnv`.

@@ -365,7 +365,10 @@ class VectorOpenRequest(_message.Message):
     env_id: _builtins.str
     num_envs: _builtins.int
     seed: _builtins.int
-    """Episode i is seeded with seed + i; unset: unseeded."""
+    """Seeds the vector as Gymnasium's vectors do: episode i gets seed + i where the vector is made of
+    separate environments; a native vector (CartPole's) draws all episodes from one generator seeded
+    with seed. Unset: unseeded.
+    """
     autoreset_mode: Global___AutoresetMode.ValueType
     @_builtins.property
     def options(self) -> _struct_pb2.Struct: ...
@@ -398,7 +401,7 @@ class VectorResetRequest(_message.Message):
     RESET_MASK_FIELD_NUMBER: _builtins.int
     vector_id: _builtins.str
     seed: _builtins.int
-    """Episode i is seeded with seed + i; unset: each episode continues its random stream."""
+    """As VectorOpenRequest.seed; unset: each episode continues its random stream."""
     @_builtins.property
     def options(self) -> _struct_pb2.Struct: ...
     @_builtins.property
