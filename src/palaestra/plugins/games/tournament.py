@@ -107,6 +107,7 @@ def run_tournament(
     results_path: str | Path | None = None,
     seed: int = 0,
     name: str = "",
+    game: GameDef | None = None,
 ) -> list[dict[str, Any]]:
     """Play a tournament of `env_id` (a two-seat game) and return its leaderboard.
 
@@ -118,11 +119,13 @@ def run_tournament(
     rounds: how many times the pairing is repeated.
     results_path: JSONL file the games are appended to (one `GameRecord` per line); ratings are computed
         from the games of this call (and the file's earlier games, if it had any).
+    game: the game's definition, for games served by other plugins (TextArena's `textarena_game(env_id)`);
+        default: the games plugin's own `env_id`.
     Returns `leaderboard(...)` over the recorded games.
     """
     if pairing not in ("round_robin", "swiss"):
         raise ValueError(f"pairing must be 'round_robin' or 'swiss', not {pairing!r}")
-    game = game_def(env_id)
+    game = game or game_def(env_id)
     if len(game.spec.agents) != 2:
         raise ValueError(f"{env_id} has {len(game.spec.agents)} seats; tournaments need two-seat games")
     names = sorted(players)

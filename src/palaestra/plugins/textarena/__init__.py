@@ -1,0 +1,239 @@
+"""The TextArena plugin: TextArena's games as `ta/<game id>` (e.g. `ta/TicTacToe-v0`, `ta/GuessTheNumber-v0`),
+resolved on first use. Needs the `[textarena]` and `[games]` extras; without them it is unavailable.
+
+Each game is served through the games plugin's machinery (docs/games.md): a `TextArenaReferee` drives the
+TextArena environment, so the same id plays as self-play (no options: one client moves for every seat), or
+as one seat of a multi-client match (`{"match_id": ..., "seat": "player_1"}`), and two-seat games are
+rated by `run_tournament(..., game=textarena_game(env_id))` (OpenSkill). A single-player game has one seat,
+`player_0`. A game is served with the fewest players it accepts.
+
+TextArena keeps its own rules for invalid moves (it re-prompts, then the player loses); its rewards at the
+end are the `outcome` component. Every episode ends: after `max_plies` moves (default 200) it is truncated
+as a draw. Only the last 4096 characters of a reply reach the game (some of its move parsers take
+quadratic time). TextArena games that need NLTK corpora or an LLM the server lacks, or that do not
+import on this Python, answer FAILED_PRECONDITION saying why.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import random
+from collections.abc import Mapping
+from functools import cache, partial
+from typing import Any
+
+from palaestra.hookspecs import PluginUnavailable, hookimpl
+
+if importlib.util.find_spec("textarena") is None:
+    raise PluginUnavailable("the TextArena plugin needs textarena: pip install 'palaestra[textarena]'")
+
+from textarena.envs.registration import ENV_REGISTRY
+
+from palaestra.env import AnyEnv, Env, EnvContext, EnvFactory
+from palaestra.plugins.games.bots import Bot
+from palaestra.plugins.games.catalog import OPTIONS_SCHEMA, REWARD_SPECS
+from palaestra.plugins.games.envs import MAX_RETRIES, GameDef, build_env
+from palaestra.plugins.games.referee import TEXT_POLICY, MovePolicy, Referee
+from palaestra.registry import EnvRegistry, EnvUnavailable
+from palaestra.types import Action, ChatSpace, EnvKind, EnvSpec, Message, Observation
+
+__all__ = ["PREFIX", "TextArenaReferee", "game_ids", "palaestra_register_environments", "textarena_game"]
+
+PREFIX = "ta/"
+MAX_PLIES = 200
+MAX_PLAYERS = 6
+# Some TextArena move parsers take quadratic time (ConnectFour: 39 s for a 100 kB reply): only the last
+# MAX_MOVE_CHARS characters of a reply reach the game, where the move of a reasoned reply is.
+MAX_MOVE_CHARS = 4096
+SENDER_GAME = -1
+
+
+def game_ids() -> list[str]:
+    """TextArena's games: every registered id but the `-train`/`-raw` variants of the same game."""
+    return sorted(i for i in ENV_REGISTRY if not i.endswith(("-train", "-raw")))
+
+
+def _constructor(game_id: str) -> Any:
+    spec = ENV_REGISTRY[game_id]
+    entry = spec.entry_point
+    if isinstance(entry, str):
+        module, name = entry.split(":")
+        entry = getattr(importlib.import_module(module), name)
+    return partial(entry, **spec.kwargs)
+
+
+def new_game(game_id: str) -> Any:
+    """A bare TextArena environment (no wrappers: observations are read as TextArena records them).
+    Raises EnvUnavailable when it cannot be built here."""
+    try:
+        return _constructor(game_id)()
+    except LookupError as exc:  # an NLTK corpus is missing
+        resource = str(exc).split("Resource ")[-1].split(" not found")[0].strip(" \n'*")
+        raise EnvUnavailable(
+            f"ta/{game_id} needs the NLTK data {resource!r}, not installed on this server: "
+            f"python -m nltk.downloader {resource}"
+        ) from None
+    except (ImportError, SyntaxError, OSError) as exc:
+        raise EnvUnavailable(
+            f"ta/{game_id} cannot be built by the installed textarena: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+@cache
+def player_counts(game_id: str) -> tuple[int, ...]:
+    """The numbers of players the game accepts (up to MAX_PLAYERS)."""
+    counts = []
+    for players in range(1, MAX_PLAYERS + 1):
+        game = new_game(game_id)
+        try:
+            game.reset(num_players=players, seed=0)
+            game.get_observation()
+        except Exception:
+            continue
+        counts.append(players)
+    return tuple(counts)
+
+
+def _render(records: list[tuple[int, str, Any]]) -> str:
+    """TextArena's observation records as text: who said what."""
+    lines = []
+    for sender, text, _kind in records:
+        lines.append(str(text) if sender == SENDER_GAME else f"[Player {sender}] {text}")
+    return "\n\n".join(line.strip() for line in lines if str(line).strip())
+
+
+class TextArenaReferee(Referee):
+    """One TextArena game behind the games plugin's referee: turns, forfeits (timeouts, disconnects),
+    outcomes. TextArena's own rules judge every move, so no move is refused here."""
+
+    simultaneous = False
+    observe_all_seats = False
+
+    def __init__(self, game_id: str, players: int, max_plies: int, policy: MovePolicy) -> None:
+        super().__init__(policy)
+        self.game_id = game_id
+        self.players = players
+        self.max_plies = max_plies
+        self.agents = tuple(f"player_{i}" for i in range(players))
+        self.game: Any = None
+        self.done = False
+        self.plies = 0
+        self.final_rewards: dict[str, float] = {}
+        self.reason = ""
+
+    def _reset(self, seed: int | None) -> None:
+        self.game = new_game(self.game_id)
+        chosen = seed if seed is not None else random.SystemRandom().randrange(2**31)
+        self.game.reset(num_players=self.players, seed=chosen)
+        self.done, self.plies, self.final_rewards, self.reason = False, 0, {}, ""
+
+    def _seat(self, player_id: int) -> str:
+        return self.agents[player_id]
+
+    def _game_to_act(self) -> list[str]:
+        return [] if self._game_over() else [self._seat(int(self.game.state.current_player_id))]
+
+    def _game_over(self) -> bool:
+        return self.done or self.plies >= self.max_plies
+
+    def _game_truncated(self) -> bool:
+        return not self.done and self.plies >= self.max_plies
+
+    def _decode(self, seat: str, action: Action) -> Any:
+        return action.as_text()[-MAX_MOVE_CHARS:]
+
+    def _play(self, moves: dict[str, Any]) -> dict[str, float]:
+        [text] = moves.values()
+        done, _info = self.game.step(text)
+        self.plies += 1
+        if not done:
+            return {}
+        self.done = True
+        rewards, game_info = self.game.close()
+        self.final_rewards = {self._seat(int(p)): float(r) for p, r in (rewards or {}).items()}
+        reasons = {str(i.get("reason", "")) for i in (game_info or {}).values() if isinstance(i, Mapping)}
+        self.reason = "; ".join(sorted(r for r in reasons if r))
+        return self.final_rewards
+
+    def _pending(self, seat: str) -> list[tuple[int, str, Any]]:
+        player = self.agents.index(seat)
+        records = list(self.game.state.observations.get(player, []))
+        self.game.state.observations[player] = []
+        return records
+
+    def _observation(self, seat: str, note: str = "") -> Observation:
+        text = "\n\n".join(part for part in (_render(self._pending(seat)), note) if part)
+        return Observation(
+            messages=[Message("user", text or "Your move.")], info={"seat": seat, "ply": self.plies}
+        )
+
+    def _final_observation(self, seat: str, summary: str) -> Observation:
+        parts = [_render(self._pending(seat)), self.reason, summary]
+        return Observation(
+            messages=[Message("user", "\n\n".join(p for p in parts if p))], info={"seat": seat}
+        )
+
+    def _bot_move(self, seat: str, bot: Bot, rng: random.Random) -> Any:
+        raise NotImplementedError("TextArena games have no built-in bots")
+
+
+def _referee(game_id: str, players: int, options: Mapping[str, Any]) -> Referee:
+    max_plies = max(1, min(int(options.get("max_plies", MAX_PLIES)), MAX_PLIES))
+    return TextArenaReferee(game_id, players, max_plies, MovePolicy.from_options(options, TEXT_POLICY))
+
+
+@cache
+def textarena_game(env_id: str) -> GameDef:
+    """The served definition of `ta/<game id>` (for the server and for `run_tournament(game=...)`).
+    Raises KeyError for an unknown id and EnvUnavailable for one that cannot be built here."""
+    game_id = env_id.removeprefix(PREFIX)
+    if game_id not in ENV_REGISTRY or not env_id.startswith(PREFIX):
+        raise KeyError(f"TextArena has no game {game_id!r}")
+    counts = player_counts(game_id)
+    if not counts:
+        raise EnvUnavailable(
+            f"{env_id} could not start with 1 to {MAX_PLAYERS} players here (it may need an LLM or files "
+            "the server lacks)"
+        )
+    players = counts[0]
+    kind = "single-player" if players == 1 else f"{players}-player"
+    spec = EnvSpec(
+        id=env_id,
+        description=f"TextArena {game_id} ({kind}; accepts {', '.join(map(str, counts))} players)",
+        observation_space=ChatSpace(),
+        action_space=ChatSpace(),
+        kind=EnvKind.SINGLE_AGENT if players == 1 else EnvKind.TURN_BASED,
+        agents=tuple(f"player_{i}" for i in range(players)),
+        reward_components=REWARD_SPECS,
+        tags=("textarena", "text", kind) + (() if players == 1 else ("games", "multi-agent")),
+        max_episode_steps=MAX_PLIES * (MAX_RETRIES + 1),
+        options_schema=OPTIONS_SCHEMA,
+    )
+    return GameDef(spec, partial(_referee, game_id, players), bots={}, default_bot="")
+
+
+def _build(game: GameDef, context: EnvContext) -> AnyEnv:
+    env = build_env(game, context)
+    if isinstance(env, Env):
+        # TextArena builds boards and parses moves in pure Python, sometimes slowly: a worker thread
+        setattr(env, "runs_inline", False)  # noqa: B010 - an instance setting over the class default
+    return env
+
+
+def resolve(env_id: str) -> tuple[EnvSpec, EnvFactory] | None:
+    try:
+        game = textarena_game(env_id)
+    except KeyError:
+        return None
+    return game.spec, partial(_build, game)
+
+
+@hookimpl
+def palaestra_register_environments(registry: EnvRegistry, config: Mapping[str, Any]) -> None:
+    for game_id in config.get("envs", ()):  # [plugins.textarena] envs = [...]: listed up front
+        found = resolve(PREFIX + game_id)
+        if found is None:
+            raise ValueError(f"TextArena has no game {game_id!r}")
+        registry.add(*found)
+    registry.add_resolver(PREFIX, resolve)
