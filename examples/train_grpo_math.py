@@ -5,7 +5,7 @@ The recipe (model, warm-up, GRPO settings, test measure) is `examples/grpo_math_
 metrics to runs/grpo-math/metrics.jsonl and, with --plot, a PNG of reward (and each component) over
 GRPO steps. `eval/reward` is greedy accuracy on the `test` split, whose problems never occur in training.
 
-    python examples/train_grpo_math.py --steps 300 --plot docs/grpo_math.png
+    python examples/train_grpo_math.py --steps 120 --plot docs/grpo_math.png
 """
 
 from __future__ import annotations
