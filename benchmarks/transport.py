@@ -9,7 +9,12 @@ What runs, all in one go (each server in its own process, the clients here):
 - the same echo workload on OpenEnv (`openenv-core`, the `bench` extra): an echo environment served by
   OpenEnv's own FastAPI/WebSocket server, stepped by its own async client, one WebSocket per episode;
 - gym/CartPole-v1: `RemoteVectorEnv` with 64 remote episodes per message, and 4 such batches in flight
-  on one async client (`step_batch`), against a plain in-process Gymnasium loop.
+  on one async client (`step_batch`), against a plain in-process Gymnasium loop;
+- the columnar path (issue 17): `agents.vector.RemoteVectorEnv` over vectors of 64 and 256 CartPole
+  episodes, one packed action tensor per message, stepped by one numpy vector call on the server;
+- the floor: a bare grpc.aio bidi ping-pong (64 bytes, no handler work) in its own process;
+- Stable-Baselines3 PPO on CartPole (8 envs, one torch thread) through `SB3VecEnv` and on SB3's own
+  in-process `DummyVecEnv` (skipped without stable-baselines3).
 
 Every scenario warms up first, then runs until a step count or a time cap is reached; all scenarios
 run `--rounds` times (3; 1 with --quick), interleaved so that each figure sits next to its baseline.
@@ -50,11 +55,14 @@ CONCURRENCY = (1, 16, 64)
 PIPELINED_BATCHES = 4
 DISABLED_PLUGINS = ("code", "math", "games", "tools")
 
-# Targets from the project's issue 2, on the 2-core machine.
+# Targets from the project's issues 2 and 17, on the 2-core machine.
 TARGET_SINGLE_P50_US = 400.0
 TARGET_CONCURRENT_RATIO = 3.0
 TARGET_BATCHED_RATIO = 20.0
-TARGET_CARTPOLE_FRACTION = 0.30
+TARGET_CARTPOLE_FRACTION = 1.0  # vectorised remote CartPole vs in-process single-env Gymnasium
+TARGET_SB3_FRACTION = 0.8  # SB3 PPO through SB3VecEnv vs SB3 PPO on its own DummyVecEnv
+VECTOR_SIZES = (64, 256)
+SB3_ENVS = 8
 
 
 @dataclass(frozen=True)
@@ -324,6 +332,117 @@ async def palaestra_cartpole_pipelined(address: str, in_flight: int, budget: Bud
         return await measure(name, "palaestra", BATCH * in_flight, loops, budget)
 
 
+async def palaestra_cartpole_vector(address: str, num_envs: int, budget: Budget) -> Figure:
+    """The columnar path: `agents.vector.RemoteVectorEnv` (next-step autoreset), one packed action
+    tensor per message, and the server steps all `num_envs` episodes with one call of CartPole's numpy
+    vector environment."""
+    from palaestra.agents.vector import RemoteVectorEnv
+
+    vector = RemoteVectorEnv(address, CARTPOLE, num_envs)
+    try:
+        vector.reset(seed=0)
+        actions = np.random.default_rng(0).integers(0, 2, size=(256, num_envs))
+        counter = iter(range(1 << 62))
+
+        async def call() -> int:
+            vector.step(actions[next(counter) % len(actions)])  # blocking: the only loop
+            return num_envs
+
+        return await measure(f"CartPole vector {num_envs}/msg", "palaestra", num_envs, [call], budget)
+    finally:
+        vector.close()
+
+
+def sb3_installed() -> bool:
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def sb3_ppo(address: str | None, budget: Budget) -> Figure:
+    """SB3 PPO on CartPole, `SB3_ENVS` environments: through `SB3VecEnv` (address) or on SB3's own
+    in-process `DummyVecEnv` (None). Same hyperparameters, one torch thread each; steps/s of `learn`
+    (rollouts and updates alike)."""
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from palaestra.agents.sb3 import SB3VecEnv
+
+    torch.set_num_threads(1)
+    env: Any
+    if address is None:
+        env = DummyVecEnv([lambda: gym.make("CartPole-v1")] * SB3_ENVS)
+    else:
+        env = SB3VecEnv(address, CARTPOLE, SB3_ENVS)
+    steps = 8 * 1024 if budget.seconds >= FULL.seconds else 2 * 1024
+    try:
+        model = PPO("MlpPolicy", env, n_steps=128, batch_size=256, n_epochs=4, seed=0, verbose=0)
+        model.learn(1024)  # warm-up: first rollouts and updates
+        started = time.perf_counter()
+        model.learn(steps, reset_num_timesteps=False)
+        elapsed = time.perf_counter() - started
+    finally:
+        env.close()
+    name = f"SB3 PPO CartPole {SB3_ENVS} envs"
+    return Figure(name, "palaestra" if address else "sb3", SB3_ENVS, steps, elapsed, steps // SB3_ENVS)
+
+
+# ---------------------------------------------------------------- the floor: bare gRPC ping-pong
+
+PINGPONG_METHOD = "/bench.PingPong/Session"
+
+
+async def serve_pingpong(port: int) -> None:
+    """A bidi stream that sends each message straight back: bytes in, bytes out, no handler work, no
+    (de)serialisation (run in a child process)."""
+
+    async def session(requests: Any, context: Any) -> Any:
+        async for message in requests:
+            yield message
+
+    server = grpc.aio.server()
+    handler = grpc.stream_stream_rpc_method_handler(session)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("bench.PingPong", {"Session": handler}),)
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+def pingpong_server(port: int) -> Any:
+    argv = [sys.executable, __file__, "--serve-pingpong", str(port)]
+
+    def ready() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    return server_process(argv, ready, "ping-pong")
+
+
+async def grpc_pingpong(port: int, budget: Budget) -> Figure:
+    """One 64-byte message in flight on a grpc.aio bidi stream: the floor under any one step's latency."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.stream_stream(PINGPONG_METHOD)()
+        payload = b"x" * 64
+
+        async def ping() -> int:
+            await call.write(payload)
+            await call.read()
+            return 1
+
+        figure = await measure("bare gRPC ping-pong", "grpc", 1, [ping], budget)
+        await call.done_writing()
+        return figure
+
+
 def inprocess_cartpole(budget: Budget) -> Figure:
     import gymnasium as gym
 
@@ -424,6 +543,11 @@ def round_ratios(figures: list[Figure]) -> dict[str, float]:
         "concurrent_64_vs_openenv_64": (best("palaestra", "echo 64 concurrent"), best("openenv", "echo 64")),
         "batched_vs_openenv_best": (best("palaestra", "echo batched"), best("openenv", "echo")),
         "cartpole_remote_vs_inprocess": (best("palaestra", "CartPole"), best("gymnasium", "CartPole")),
+        "single_vs_openenv_single": (
+            best("palaestra", "echo 1 concurrent"),
+            best("openenv", "echo 1 concurrent"),
+        ),
+        "sb3_adapter_vs_inprocess": (best("palaestra", "SB3 PPO"), best("sb3", "SB3 PPO")),
     }
     return {key: ours / theirs for key, (ours, theirs) in pairs.items() if ours is not None and theirs}
 
@@ -463,6 +587,20 @@ def evaluate(results: Results, rounds: list[list[Figure]]) -> None:
         "best batched CartPole / in-process gymnasium",
         ratios.get("cartpole_remote_vs_inprocess"),
         TARGET_CARTPOLE_FRACTION,
+    )
+    target("single episode: palaestra / openenv steps/s", ratios.get("single_vs_openenv_single"), 1.0)
+    openenv_single = next(
+        (f for f in results.figures if f.name == "echo 1 concurrent" and f.system == "openenv"), None
+    )
+    if single is not None and openenv_single is not None and openenv_single.p50_us:
+        target(
+            "single episode: palaestra p50 / openenv p50",
+            (single.p50_us or 0) / openenv_single.p50_us,
+            1.0,
+            False,
+        )
+    target(
+        "SB3 PPO: SB3VecEnv / in-process steps/s", ratios.get("sb3_adapter_vs_inprocess"), TARGET_SB3_FRACTION
     )
 
 
@@ -508,7 +646,9 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-async def run_round(address: str, openenv_port: int | None, budget: Budget) -> list[Figure]:
+async def run_round(
+    address: str, openenv_port: int | None, budget: Budget, pingpong_port: int | None = None
+) -> list[Figure]:
     """Every scenario once. Each Palaestra figure sits next to its baseline in time, so that load from
     elsewhere on a shared machine hits both sides of a ratio alike."""
     figures = []
@@ -520,7 +660,14 @@ async def run_round(address: str, openenv_port: int | None, budget: Budget) -> l
         figures.append(await palaestra_echo_batched(address, raw, in_flight, budget))
     figures.append(await palaestra_cartpole(address, budget))
     figures.append(await palaestra_cartpole_pipelined(address, PIPELINED_BATCHES, budget))
+    for num_envs in VECTOR_SIZES:
+        figures.append(await palaestra_cartpole_vector(address, num_envs, budget))
     figures.append(inprocess_cartpole(budget))
+    if pingpong_port is not None:
+        figures.append(await grpc_pingpong(pingpong_port, budget))
+    if sb3_installed():
+        figures.append(sb3_ppo(address, budget))
+        figures.append(sb3_ppo(None, budget))
     return figures
 
 
@@ -544,15 +691,18 @@ async def run_all(budget: Budget, rounds: int) -> Results:
     openenv_installed = results.machine["openenv"] != "not installed"
     if not openenv_installed:
         results.skipped.append("OpenEnv: `pip install openenv-core` (the `bench` extra) to compare")
-    palaestra_port, openenv_port = free_port(), free_port()
-    with palaestra_server(palaestra_port), ExitStack() as stack:
+    if not sb3_installed():
+        results.skipped.append("SB3 PPO: `pip install stable-baselines3` (the `bench` extra) to compare")
+    palaestra_port, openenv_port, pingpong_port = free_port(), free_port(), free_port()
+    with palaestra_server(palaestra_port), pingpong_server(pingpong_port), ExitStack() as stack:
         if openenv_installed:
             stack.enter_context(openenv_server(openenv_port))
         address = f"127.0.0.1:{palaestra_port}"
         measured = []
         for number in range(1, rounds + 1):
             print(f"round {number} of {rounds} ...", flush=True)
-            measured.append(await run_round(address, openenv_port if openenv_installed else None, budget))
+            openenv = openenv_port if openenv_installed else None
+            measured.append(await run_round(address, openenv, budget, pingpong_port))
     results.figures = median_figures(measured)
     evaluate(results, measured)
     return results
@@ -566,9 +716,13 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, help="repeat every scenario; medians are reported (default 3, quick 1)"
     )
     parser.add_argument("--serve-openenv", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-pingpong", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_openenv:
         serve_openenv(args.serve_openenv)
+        return 0
+    if args.serve_pingpong:
+        asyncio.run(serve_pingpong(args.serve_pingpong))
         return 0
     rounds = args.rounds or (1 if args.quick else 3)
     results = asyncio.run(run_all(QUICK if args.quick else FULL, rounds))
