@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -207,9 +207,58 @@ def test_a_killed_replica_fails_only_its_episodes_and_rejoins(cluster: tuple[Any
         client.close([e.episode_id for g in groups for e in g])
 
 
+async def test_grpo_rollouts_complete_when_a_replica_dies_mid_run(cluster: tuple[Any, RayCluster]) -> None:
+    """The GRPO rollout engine over the cluster; one replica is killed during the first turn. Its groups
+    come back as infrastructure failures (dropped, never rewards); the other replica's groups finish with
+    their rewards; the next rollout runs whole on the replicas left."""
+    from palaestra.agents.rewards import drop_infra_failures
+    from palaestra.agents.rollout import EpisodeRollout, RolloutEngine, TaskRequest
+    from palaestra.types import Message
+
+    _, control = cluster
+    victim = control.wait_for(lambda s: len(s) == 2, timeout_s=90)[0]
+    placement: dict[str, str] = {}
+
+    async with MultiAsyncClient(directory="palaestra-directory", refresh_s=0.0, down_s=60.0) as client:
+
+        class SaysTheWordKillingAReplica:
+            killed = False
+
+            def fits(self, episode: EpisodeRollout) -> bool:
+                return True
+
+            async def act(self, episodes: Sequence[EpisodeRollout]) -> list[Message]:
+                if not self.killed:
+                    self.killed = True
+                    placement.update({e.episode_id: client.replica_of(e.episode_id) for e in episodes})
+                    control.kill(victim["replica_id"])
+                    _wait_gone(victim["pid"])
+                return [Message("assistant", e.messages[0].content.split("'")[1]) for e in episodes]
+
+        engine = RolloutEngine(client, SaysTheWordKillingAReplica(), max_turns=2)
+        groups = await engine.run("echo", [TaskRequest(seed=i) for i in range(6)], group_size=4)
+        on_victim = [g for g in groups if placement[g[0].episode_id] == victim["address"]]
+        assert 0 < len(on_victim) < len(groups)
+        for group in groups:
+            assert len({placement[e.episode_id] for e in group}) == 1  # a group on one replica
+        for episode in (e for g in on_victim for e in g):
+            assert episode.infra_failure is not None and episode.infra_failure.source == "connection"
+        kept, dropped = drop_infra_failures(groups)
+        assert dropped == 4 * len(on_victim) and len(kept) == len(groups) - len(on_victim)
+        assert all(e.terminated and e.turn_components[0][0].value == 1.0 for g in kept for e in g)
+        fresh = await engine.run("echo", [TaskRequest(seed=10 + i) for i in range(4)], group_size=4)
+        assert drop_infra_failures(fresh)[1] == 0
+    control.wait_for(  # Ray restarts it (a new address); the next test wants both replicas
+        lambda s: any(
+            e["replica_id"] == victim["replica_id"] and e["address"] != victim["address"] for e in s
+        ),
+        timeout_s=90,
+    )
+
+
 def test_drain_then_remove_while_a_run_goes_on(cluster: tuple[Any, RayCluster]) -> None:
     _, control = cluster
-    control.wait_for(lambda s: len(s) == 2)
+    control.wait_for(lambda s: len(s) == 2, timeout_s=90)
     leaving, staying = sorted(_healthy(control), key=lambda e: e["replica_id"])
     with MultiClient(directory="palaestra-directory", refresh_s=0.0) as client:
         ids = [e.episode_id for i in range(4) for e in client.open("echo", seed=i, count=2)]

@@ -79,6 +79,7 @@ class MultiAsyncClient:
         self.reported_at: dict[str, float] = {}  # replica address -> when the replica measured them
         # replica address -> (wall time, count) of this client's opens there, until a report includes them
         self.recent_opens: dict[str, list[tuple[float, int]]] = {}
+        self.pending: dict[str, int] = {}  # replica address -> episodes being opened there now
         self.down_until: dict[str, float] = {}
         self.fixed = list(addresses)
         self._directory: Any = None
@@ -128,10 +129,11 @@ class MultiAsyncClient:
             self._refreshed = loop.time()
 
     def _free(self, address: str) -> int:
+        opening = self.pending.get(address, 0)  # concurrent opens are placed before any is answered
         if self.directory_name is None:
-            return self.reported[address] - self.open_here.get(address, 0)
+            return self.reported[address] - self.open_here.get(address, 0) - opening
         # Opens the replica had not yet counted when it reported (a report every heartbeat).
-        return self.reported[address] - sum(n for _, n in self.recent_opens.get(address, ()))
+        return self.reported[address] - opening - sum(n for _, n in self.recent_opens.get(address, ()))
 
     def _choose(self, count: int, tried: set[str]) -> str:
         now = time.monotonic()
@@ -185,6 +187,7 @@ class MultiAsyncClient:
             await self._refresh(force=bool(tried))
             address = self._choose(count, tried)
             client = self._client(address)
+            self.pending[address] = self.pending.get(address, 0) + count
             try:
                 opened = await asyncio.wait_for(
                     client.open(env_id, count=count, **kwargs), self.open_timeout_s
@@ -200,6 +203,8 @@ class MultiAsyncClient:
                     raise
                 tried.add(address)  # full or draining there: another replica may have room
                 continue
+            finally:
+                self.pending[address] -= count
             for step in opened:
                 self.home[step.episode_id] = address
             self.open_here[address] = self.open_here.get(address, 0) + len(opened)
