@@ -309,3 +309,14 @@ async def test_self_inflicted_load_is_the_submissions_timeout(pinned_manager: Sa
     async with await pinned_manager.lease("python", "episode-self-load") as sandbox:
         report = await grader.grade(sandbox, TASK, SELF_INFLICTED_LOAD, TASK.hidden_tests[:1])
     assert [o.status for o in report.outcomes] == ["timeout"], report.outcomes
+
+
+async def test_a_work_dir_filled_by_earlier_jobs_is_reclaimed(pinned_manager: SandboxManager) -> None:
+    # As the agent's own programs can in a tool episode, before its submission is graded in that sandbox.
+    async with await pinned_manager.lease("python", "episode-full") as sandbox:
+        fill = await sandbox.exec(["python3", "-c", INODE_FLOOD + DISK_FILL], timeout=60)
+        assert fill.ok, fill
+        with pytest.raises(OSError):
+            await sandbox.write_file("probe.txt", "x" * 100_000)
+        report = await Grader(get_language("python")).grade(sandbox, TASK, ANSWER, TASK.hidden_tests)
+    assert [o.status for o in report.outcomes] == ["pass"] * 3, report.outcomes

@@ -94,11 +94,58 @@ def _check_exec(result: ExecResult, what: str) -> ExecResult:
     return result
 
 
-async def _write(sandbox: Sandbox, path: str, data: str) -> None:
+async def _write(sandbox: Sandbox, path: str, data: str, keep: Sequence[str] = ()) -> None:
+    """Write a file for the grader. A work dir that programs of the job filled (disk or inodes) is emptied,
+    but for `keep`, and the write retried: only a write into an emptied sandbox that fails is the
+    infrastructure's."""
     try:
         await sandbox.write_file(path, data)
+        return
     except SandboxError as exc:
         raise InfraError("sandbox", f"writing {path}: {exc}") from exc
+    except OSError as exc:
+        first = exc
+    try:
+        await run_checked(
+            sandbox, [PYTHON_IN_SANDBOX, "-I", "-S", "-c", RECLAIM_SOURCE, *keep], "emptying the work dir"
+        )
+        await sandbox.write_file(path, data)
+    except (SandboxError, OSError) as exc:
+        raise InfraError(
+            "sandbox", f"writing {path} failed ({first}), and again after emptying the work dir: {exc}"
+        ) from exc
+
+
+# Removes everything in the work dir and /tmp but the paths given (relative to the work dir): any mode, any
+# depth (iteratively), no symlink followed. Run between jobs, when nothing of the job runs any more.
+RECLAIM_SOURCE = """
+import os, stat, sys
+keep = {os.path.normpath(os.path.join(os.getcwd(), k)) for k in sys.argv[1:]}
+def remove(path):
+    stack = [path]
+    while stack:
+        top = stack[-1]
+        if not stat.S_ISDIR(os.lstat(top).st_mode):
+            os.unlink(top)
+            stack.pop()
+            continue
+        os.chmod(top, 0o700)
+        entries = [os.path.join(top, e) for e in os.listdir(top)]
+        if entries:
+            stack += entries
+        else:
+            os.rmdir(top)
+            stack.pop()
+for root in (os.getcwd(), "/tmp"):
+    for entry in os.listdir(root):
+        path = os.path.join(root, entry)
+        if path not in keep:
+            try:
+                remove(path)
+            except OSError:
+                pass
+"""
+PYTHON_IN_SANDBOX = "python3"
 
 
 async def run_checked(
@@ -211,8 +258,10 @@ class Grader:
         compile_output: str = "",
     ) -> GradeReport:
         grade_dir = f"grade-{secrets.token_hex(8)}"
-        await _write(sandbox, f"{grade_dir}/spec.json", json.dumps(self._spec(task, directory, tests)))
-        await _write(sandbox, f"{grade_dir}/supervisor.py", SUPERVISOR_SOURCE)
+        await _write(
+            sandbox, f"{grade_dir}/spec.json", json.dumps(self._spec(task, directory, tests)), [directory]
+        )
+        await _write(sandbox, f"{grade_dir}/supervisor.py", SUPERVISOR_SOURCE, [directory, grade_dir])
         nonce = secrets.token_hex(16)
         budget = self._budget(task, tests)
         memory = max([task.memory_mb] + [t.memory_mb for t in tests if isinstance(t, IOTest)])
