@@ -1,6 +1,6 @@
 """`palaestra eval`: statistics, and end to end against a real vLLM OpenAI-compatible server and in-process.
 
-The model is the tiny one of tests/vllm_helpers.py, taught to call the `search` tool, then answer (wrongly).
+The model is the tiny one of tests/vllm_helpers.py, taught to call the `search` tool, then answer.
 What is checked is the plumbing: the server's tool-call parser turns the model's text into tool calls, the
 calls reach the environment (its real tool results come back), the rewards and checklist items come back
 with their statuses, and every episode is written out.
@@ -19,7 +19,6 @@ import pytest
 from palaestra.agents.evaluate import mean_ci, pass_at_k, read_records, summarize, write_records
 from palaestra.cli import main
 from tests.vllm_helpers import (
-    FINAL_REPLY,
     MATH_REPLY,
     PLAIN_ENV,
     TOOL_ENV,
@@ -100,12 +99,14 @@ def _check_episodes(records: list[dict[str, Any]], tasks: int, episodes: int) ->
         answer = messages[messages.index(calls[0]) + 1]
         assert answer["role"] == "tool" and answer["tool_call_id"] == call["id"]
         assert f"Search results for '{TOOL_QUERY}'" in answer["content"]  # the environment's real answer
-        assert messages[-1]["role"] == "assistant" and messages[-1]["content"] == FINAL_REPLY
+        final = messages[-1]
+        assert final["role"] == "assistant" and final["content"] and not final["tool_calls"]
         assert record["tool_calls"][0]["name"] == "search" and record["turns"] == 2
         names = {(c["name"], c["status"]) for c in record["components"]}
         assert ("answer_correct", "ok") in names and ("checklist", "ok") in names
         assert record["checklist"] and all(item["status"] for item in record["checklist"])
-        assert record["passed"] is False and record["seed"] == record["task_index"]
+        # The tiny model was taught these three tasks' answers: the environment's verdict comes back.
+        assert record["passed"] is True and record["seed"] == record["task_index"], record["components"]
         assert record["timings"]["run_wall_s"] >= record["timings"]["run_env_s"] > 0
     for record in math_records:
         assert record["messages"][-1]["content"] == MATH_REPLY and record["turns"] == 1

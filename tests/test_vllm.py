@@ -71,20 +71,20 @@ def test_grpo_cli_with_the_vllm_backend_on_multi_turn_tool_episodes(
     command += ["--steps", str(steps), "--group-size", "4", "--tasks-per-step", "2", "--max-turns", "3"]
     command += ["--max-new-tokens", "80", "--max-context", "2048", "--eval-every", "100", "--eval-tasks", "2"]
     command += ["--temperature", "1.0", "--lr", "1e-3", "--no-tensorboard"]
+    command += ["--options", json.dumps({"task": 0})]  # a question the tiny model was taught on
     run_vllm(command, tmp_path, timeout=800)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     trained = [row for row in rows if "train/reward" in row]
     assert [int(row["step"]) for row in trained] == list(range(1, steps + 1))
     for row in trained:
-        assert row["train/dropped_episodes"] == 0
-        assert row["train/turns"] > 1.5, row  # a tool call, its result, then an answer
-        assert row["loss"] == row["loss"] and row["time/generation_s"] > 0, row
-    assert (out / "final" / "model.safetensors").exists()
+        assert row["train/dropped_episodes"] == 0 and row["loss"] == row["loss"], row
+        assert row["train/turns"] > 1, row  # episodes with a tool call, its result, then an answer
+    assert rows[-1]["eval/turns"] == 2.0  # greedy: every evaluation episode went tool call -> answer
+    # Sampled at temperature 1, some episodes end with the right answer and some do not (a garbled tool
+    # call, a wrong number): groups with a signal, so the policy is updated and new weights reach vLLM.
+    assert any(row["samples"] > 0 and row["train/reward"] > 0 for row in trained), trained
     from safetensors.torch import load_file
 
     before = load_file(tool_model / "model.safetensors")
     after = load_file(out / "final" / "model.safetensors")
-    changed = any(not before[name].equal(after[name]) for name in before)
-    # A group whose episodes all earned the same reward has no advantage and trains nothing: the weights
-    # change exactly when some step had samples with a signal.
-    assert changed == any(row["samples"] > 0 for row in trained), trained
+    assert any(not before[name].equal(after[name]) for name in before)

@@ -46,7 +46,6 @@ TOOL_ENV = "tools/web-facts"  # a tool environment with no sandbox: search, open
 PLAIN_ENV = "math/arithmetic"
 TOOL_QUERY = "zzz"  # a search with no results: a short tool answer keeps the examples short
 TOOL_REPLY = '<tool_call>{"name": "search", "arguments": {"query": "zzz"}}</tool_call>'
-FINAL_REPLY = "I could not find it."
 MATH_REPLY = "\\boxed{7}"
 
 
@@ -171,12 +170,13 @@ def build_tool_model(directory: Path, server_address: str, *, steps: int = 120) 
     """A tiny model taught, in a few hundred supervised steps, one fixed behaviour per situation:
 
     * tool schemas in the prompt and no tool result yet: call `search` (TOOL_REPLY);
-    * after a tool result: a plain answer (FINAL_REPLY);
+    * after a tool result: the task's answer (right for the three taught tasks: the environment says
+      which answer it expected when a first episode answers wrongly);
     * no tools (math): MATH_REPLY.
 
     The examples are real episodes of the server's environments (their prompts and real tool results),
     three tasks of each; every step trains on all of them (about a minute on two busy cores).
-    The answers are wrong on purpose; what matters is that tool calls and rewards travel end to end.
+    On other tasks its answers are wrong; what matters is that tool calls and rewards travel end to end.
     Saves model and tokenizer (with TOOL_TEMPLATE) to `directory`; returns the greedy replies it checks.
     """
     import torch
@@ -195,6 +195,7 @@ def build_tool_model(directory: Path, server_address: str, *, steps: int = 120) 
     model = build_model(tokenizer, heads=2, max_positions=2048, seed=0)
     codec = ChatCodec(tokenizer)
     examples = []
+    answers: list[str] = []
     with Client(server_address) as client:
         for seed in range(3):
             [step] = client.open(TOOL_ENV, seed=seed)
@@ -205,7 +206,11 @@ def build_tool_model(directory: Path, server_address: str, *, steps: int = 120) 
             reply = Message("assistant", "", tool_calls=[call])
             after = client.step(step.episode_id, Action(message=reply))
             history = [*opening, reply, *after.result.observation.messages]
-            examples.append(sft_sample(codec, history, FINAL_REPLY, tools))
+            ended = client.step(step.episode_id, "I do not know.")
+            [verdict] = [c for c in ended.result.components if c.name == "answer_correct"]
+            assert verdict.detail.startswith("expected "), verdict
+            answers.append(verdict.detail.removeprefix("expected ").strip())
+            examples.append(sft_sample(codec, history, answers[-1], tools))
             client.close([step.episode_id])
             [step] = client.open(PLAIN_ENV, seed=seed)
             examples.append(sft_sample(codec, step.result.observation.messages, MATH_REPLY))
@@ -224,7 +229,8 @@ def build_tool_model(directory: Path, server_address: str, *, steps: int = 120) 
     replies = [codec.decode_turn(s.ids) for s in TransformersBackend(model, 0).generate(prompts, greedy)]
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    return {"loss": loss.item(), "replies": replies, "targets": [TOOL_REPLY, FINAL_REPLY, MATH_REPLY] * 3}
+    targets = [target for answer in answers for target in (TOOL_REPLY, answer, MATH_REPLY)]
+    return {"loss": loss.item(), "replies": replies, "targets": targets}
 
 
 if __name__ == "__main__":  # build the model by hand: python tests/vllm_helpers.py DIR

@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import math
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -254,7 +255,7 @@ def episode_record(
     ]  # turn 0: given at reset; turn k: after the policy's k-th reply
     tool_calls = [
         {"turn": turn, "name": call.name, "arguments": call.arguments, "id": call.id}
-        for turn, message in enumerate(m for m in episode.messages if m.role == "assistant")
+        for turn, message in enumerate((m for m in episode.messages if m.role == "assistant"), start=1)
         for call in message.tool_calls
     ]
     end = "infra_failure" if episode.infra_failure is not None else ""
@@ -434,10 +435,11 @@ def summary_table(summary: Summary) -> Any:
         "measure",
         "mean ± 95% CI",
         "n",
-        title=(
-            f"{summary.env_id}: {summary.episodes} episodes, {summary.scored} scored, "
-            f"{summary.infra_failures} infrastructure failures, {summary.unscored} unscored; "
-            f"{summary.turns:.2f} turns and {summary.tool_calls:.2f} tool calls per episode"
+        title=summary.env_id,
+        caption=(
+            f"{summary.episodes} episodes: {summary.scored} scored, {summary.infra_failures} infrastructure "
+            f"failures, {summary.unscored} unscored; {summary.turns:.2f} turns and {summary.tool_calls:.2f} "
+            "tool calls per episode"
         ),
     )
     for k, stat in summary.pass_at.items():
@@ -549,7 +551,7 @@ async def _eval(args: argparse.Namespace, address: str, token: str | None, tls_c
 
     from palaestra.agents.client import AsyncClient
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)  # piped: wide enough for the tables
     settings = _settings(args)
     policy, batched, model = _make_policy(args)
     records: list[dict[str, Any]] = []
