@@ -106,9 +106,14 @@ class MultiAsyncClient:
 
     async def _refresh(self, force: bool = False) -> None:
         if self.directory_name is None:
+            now = time.monotonic()
             for address in self.fixed:
-                if address not in self.reported:
-                    info = await self._client(address).server_info()
+                if address not in self.reported and self.down_until.get(address, 0.0) <= now:
+                    try:
+                        info = await self._client(address).server_info()
+                    except PalaestraError:  # unreachable now: placed elsewhere, asked again after down_s
+                        self._mark_down(address)
+                        continue
                     self.reported[address] = info.max_episodes
             return
         async with self._refresh_lock:
