@@ -52,7 +52,7 @@ WARMUP_CHECK_SEEDS = 5_000_000  # training-split seeds that neither the warm-up 
 class ArithmeticGRPO:
     steps: int = 150
     warmup_target: float = 0.25
-    warmup_max_steps: int = 300
+    warmup_max_steps: int = 600
     warmup_examples: int = 400
     group_size: int = 8
     tasks_per_step: int = 32
