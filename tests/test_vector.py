@@ -19,8 +19,10 @@ from gymnasium.vector import AutoresetMode
 from palaestra import wire
 from palaestra.agents.client import Client, PalaestraError
 from palaestra.agents.vector import RemoteVectorEnv
+from palaestra.pluginmanager import load_plugins
 from palaestra.server.app import ServerThread
-from palaestra.v1 import env_pb2, types_pb2
+from palaestra.server.config import ServerConfig
+from palaestra.v1 import env_pb2, env_pb2_grpc, types_pb2
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -292,3 +294,53 @@ def test_vectors_count_against_quotas_and_close_with_their_stream(
             time.sleep(0.05)
         assert len(vectors) == 0
         open_vector(client, num_envs=8)
+
+
+@pytest.fixture(scope="module")
+def failing_server() -> Any:
+    plugins = load_plugins(["vector_plugin_for_tests"], ["code", "math", "games", "tools"])
+    with ServerThread(ServerConfig(port=0), plugins) as thread:
+        yield thread
+
+
+@pytest.mark.parametrize(("row0", "why"), [(1, "RuntimeError in step: the simulator crashed"), (2, "3 rows")])
+def test_a_failing_vector_environment_is_an_infrastructure_failure(
+    failing_server: ServerThread, row0: int, why: str
+) -> None:
+    with Client(failing_server.address) as client:
+        vector_id = open_vector(client, env_id="vectortest/failing", num_envs=3).vector_id
+
+        def step(first: int) -> env_pb2.SessionResponse:
+            actions = wire.tensor_to_proto(np.array([first, 0, 0]))
+            return send(client, vector_step=env_pb2.VectorStepRequest(vector_id=vector_id, actions=actions))
+
+        assert wire.tensor_from_proto(step(0).vector.rewards).tolist() == [1.0, 1.0, 1.0]
+        failed = step(row0).vector
+        assert failed.infra_failure.source == "environment" and why in failed.infra_failure.message
+        assert not failed.HasField("rewards")  # no reward is reported for a failure
+        with pytest.raises(PalaestraError) as error:
+            step(0)
+        assert error.value.code is grpc.StatusCode.FAILED_PRECONDITION
+        closed = send(client, vector_close=env_pb2.VectorCloseRequest(vector_id=vector_id)).vector_close
+        assert closed.steps == 1
+
+
+def test_vectors_on_the_unary_mirror(server_address: str) -> None:
+    with grpc.insecure_channel(server_address) as channel:
+        stub = env_pb2_grpc.EnvServiceStub(channel)
+        opened = stub.VectorOpen(env_pb2.VectorOpenRequest(env_id=CARTPOLE, num_envs=3, seed=4))
+        actions = wire.tensor_to_proto(np.array([1, 0, 1]))
+        stepped = stub.VectorStep(env_pb2.VectorStepRequest(vector_id=opened.vector_id, actions=actions))
+        local = gym.make_vec("CartPole-v1", 3, vectorization_mode="vector_entry_point")
+        local.reset(seed=4)
+        np.testing.assert_array_equal(
+            wire.tensor_from_proto(stepped.observations), local.step(np.array([1, 0, 1]))[0]
+        )
+        with pytest.raises(grpc.RpcError) as error:
+            stub.VectorStep(
+                env_pb2.VectorStepRequest(
+                    vector_id=opened.vector_id, actions=wire.tensor_to_proto(np.array([5, 0, 1]))
+                )
+            )
+        assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert stub.VectorClose(env_pb2.VectorCloseRequest(vector_id=opened.vector_id)).steps == 1
