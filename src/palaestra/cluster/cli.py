@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from palaestra.cluster import DIRECTORY_NAME, NAMESPACE
@@ -91,8 +92,13 @@ def _print(snapshot: list[dict[str, Any]]) -> None:
 def _run(args: argparse.Namespace, action: Any) -> int:
     import ray
 
+    from palaestra.cluster.api import ClusterError
+
     try:
         return int(action(_connect(args)))
+    except ClusterError as exc:
+        print(f"palaestra cluster: {exc}", file=sys.stderr)
+        return 2
     finally:
         ray.shutdown()
 
