@@ -14,11 +14,13 @@ from typing import Any
 from palaestra.env import EnvContext
 from palaestra.hookspecs import ScriptedPolicy, hookimpl
 from palaestra.plugins.code.checks import forbidden_rules
+from palaestra.plugins.code.datasets import load_dataset_tasks
 from palaestra.plugins.code.env import CodeEnv, EpisodeSettings
 from palaestra.plugins.code.grader import Grader, GraderSettings
 from palaestra.plugins.code.languages import LANGUAGES, Language, get_language
 from palaestra.plugins.code.loaders import load_file
 from palaestra.plugins.code.tasks import CodeTask, builtin_tasks
+from palaestra.plugins.hf_datasets import uses_datasets
 from palaestra.registry import EnvRegistry
 from palaestra.types import ChatSpace, EnvSpec, RewardComponentSpec, RewardKind
 
@@ -108,7 +110,10 @@ def load_task_set(config: Mapping[str, Any]) -> list[CodeTask]:
     for entry in config.get("task_files", []):
         if isinstance(entry, str):
             entry = {"path": entry}
-        tasks += load_file(entry["path"], entry.get("format", "native"))
+        if uses_datasets(entry):  # Parquet/CSV, folders, globs, column maps: through `datasets`
+            tasks += load_dataset_tasks(entry)
+        else:
+            tasks += load_file(entry["path"], entry.get("format", "native"))
     return tasks
 
 

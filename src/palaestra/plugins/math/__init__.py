@@ -27,7 +27,9 @@ from typing import Any
 
 from palaestra.env import EnvContext
 from palaestra.hookspecs import ScriptedPolicy, hookimpl
+from palaestra.plugins.hf_datasets import ENTRY_KEYS, uses_datasets
 from palaestra.plugins.math.checker import VerifyOptions
+from palaestra.plugins.math.datasets import load_dataset
 from palaestra.plugins.math.envs import MathEnv, MathVariant, TaskSource
 from palaestra.plugins.math.pool import Verdict, configure_shared_pool, shared_pool, shutdown_shared_pool
 from palaestra.plugins.math.settings import MathSettings, merge
@@ -107,9 +109,11 @@ def dataset_variant(entry: Mapping[str, Any]) -> MathVariant:
         raise ValueError(f"a math dataset entry needs 'id' and 'path': {dict(entry)}") from exc
     defaults = merge(
         _GSM8K_STYLE if fmt == "gsm8k" else _BOXED_FIRST,
-        {k: v for k, v in entry.items() if k not in ("id", "path", "format", "description")},
+        {k: v for k, v in entry.items() if k not in ("id", "description", *ENTRY_KEYS)},
     )
-    source = TaskSource(load=partial(load_jsonl, path, fmt))
+    # Parquet/CSV, folders, globs and column maps go through Hugging Face `datasets`
+    load = partial(load_dataset, entry, fmt) if uses_datasets(entry) else partial(load_jsonl, path, fmt)
+    source = TaskSource(load=load)
     return MathVariant(
         f"math/{name}", str(entry.get("description", f"{fmt} dataset {path}")), source, defaults, ("dataset",)
     )
