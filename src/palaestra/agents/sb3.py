@@ -51,6 +51,8 @@ class SB3VecEnv(VecEnv):
     def reset(self) -> VecEnvObs:
         seeds = self._seeds
         seed = None if seeds[0] is None else [int(s) for s in seeds]  # type: ignore[arg-type]
+        if any(options != self._options[0] for options in self._options):
+            raise ValueError("SB3VecEnv resets its episodes as one vector: give every env the same options")
         options = self._options[0] if self._options and self._options[0] else None
         obs, infos = self.remote.reset(seed=seed, options=dict(options) if options else None)
         self.reset_infos = _per_env(infos, self.num_envs)
