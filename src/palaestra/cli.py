@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -306,7 +307,22 @@ def cmd_envs(args: argparse.Namespace) -> int:
             spec.description,
         )
     console.print(table)
+    console.print(_env_counts(specs))
     return 0
+
+
+def _env_counts(specs: list[t.EnvSpec]) -> str:
+    """How many environments are listed, per family (the id before its first '/') and per plugin."""
+    families = Counter(spec.id.split("/")[0] for spec in specs)
+    plugins = Counter(spec.plugin or "-" for spec in specs)
+
+    def counted(counter: Counter[str]) -> str:
+        return ", ".join(f"{name} {count}" for name, count in sorted(counter.items()))
+
+    return (
+        f"{len(specs)} environments listed. Per family: {counted(families)}. Per plugin: {counted(plugins)}. "
+        "Ids a plugin resolves on first use (gym/, pettingzoo/, rg/, ta/ ...) are listed once opened."
+    )
 
 
 def _range(component: t.RewardComponentSpec) -> str:
