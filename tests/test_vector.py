@@ -274,6 +274,21 @@ def test_disabled_autoreset_refuses_to_step_ended_episodes(client: Client) -> No
     vector.close()
 
 
+def test_a_vector_too_large_for_one_reply_is_refused() -> None:
+    plugins = load_plugins(["vector_plugin_for_tests"], ["code", "math", "games", "tools"])
+    with (
+        ServerThread(ServerConfig(port=0, max_message_mb=1), plugins) as server,
+        Client(server.address) as client,
+    ):
+        assert server.server is not None
+        with pytest.raises(PalaestraError) as error:
+            open_vector(client, env_id="vectortest/wide", num_envs=1024)  # 2 MiB of observations per reply
+        assert error.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "fewer episodes" in str(error.value)
+        assert len(server.server.runtime.vectors) == 0
+        open_vector(client, env_id="vectortest/wide", num_envs=256)  # half a MiB: fits
+
+
 def test_vectors_count_against_quotas_and_close_with_their_stream(
     start_server: Callable[..., ServerThread],
 ) -> None:

@@ -43,13 +43,13 @@ class Single(Env):
 
 
 class Failing(VectorEnv):
-    def __init__(self, num_envs: int) -> None:
+    def __init__(self, num_envs: int, width: int = 2) -> None:
         self.num_envs = num_envs
-        self.closed = 0
+        self.width = width
 
     def _columns(self, rows: int) -> VectorStep:
         return VectorStep(
-            np.zeros((rows, 2), np.float32),
+            np.zeros((rows, self.width), np.float32),
             np.ones(rows),
             np.zeros(rows, np.bool_),
             np.zeros(rows, np.bool_),
@@ -69,3 +69,11 @@ class Failing(VectorEnv):
 @hookimpl
 def palaestra_register_environments(registry: EnvRegistry, config: Mapping[str, Any]) -> None:
     registry.add(SPEC, VectorizedFactory(lambda ctx: Single(), lambda ctx, n, mode: Failing(n)))
+    # 512 floats per observation: 1024 episodes need 2 MiB per reply.
+    wide = EnvSpec(
+        id="vectortest/wide",
+        description="test-only vector environment with wide observations",
+        observation_space=BoxSpace(shape=(512,)),
+        action_space=DiscreteSpace(n=3),
+    )
+    registry.add(wide, VectorizedFactory(lambda ctx: Single(), lambda ctx, n, mode: Failing(n, 512)))

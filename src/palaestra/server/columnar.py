@@ -27,7 +27,7 @@ from palaestra import wire
 from palaestra.env import EnvContext, EnvRegistration, InvalidAction, VectorEnv, VectorizedFactory, VectorStep
 from palaestra.registry import UnknownEnvironment
 from palaestra.server.episodes import new_episode_id
-from palaestra.server.errors import ServiceError, invalid, not_found, precondition, unavailable
+from palaestra.server.errors import ServiceError, exhausted, invalid, not_found, precondition, unavailable
 from palaestra.server.validation import check_options, check_seed, describe_space
 from palaestra.v1 import env_pb2
 
@@ -138,10 +138,20 @@ class VectorTable:
         self._vectors[vector_id] = vector
         runtime.metrics.episodes_opened.labels(registration.spec.id).inc(count)
         try:
-            return self._run(vector, "reset", seed, options, None)
+            result = self._run(vector, "reset", seed, options, None)
         except ServiceError:
             await self._discard(vector)
             raise
+        # Each step's reply is as large as this one: a vector too large for one message is refused now
+        # (the client would never learn its id from a refused reply).
+        limit = runtime.config.max_message_mb * 1024 * 1024 * 15 // 16
+        if result.ByteSize() > limit:
+            await self._discard(vector)
+            raise exhausted(
+                f"a vector of {count} {registration.spec.id} episodes needs {result.ByteSize()} bytes per "
+                f"reply, above the server's limit of {limit} bytes; open fewer episodes per vector"
+            )
+        return result
 
     async def reset(self, request: env_pb2.VectorResetRequest, owner: str) -> env_pb2.VectorResult:
         vector = self._get(request.vector_id, owner)
