@@ -16,6 +16,7 @@ from palaestra.plugins.games.tournament import run_tournament
 from palaestra.plugins.textarena import textarena_game
 from palaestra.server.app import ServerThread
 from palaestra.server.config import ServerConfig
+from palaestra.testing import ComplianceSuite
 from palaestra.types import Action, AgentResult, EnvKind, EpisodeStep
 
 TICTACTOE = "ta/TicTacToe-v0"
@@ -144,3 +145,20 @@ def test_unknown_game_is_not_found(ta_client: Client) -> None:
     with pytest.raises(PalaestraError) as caught:
         ta_client.open("ta/NoSuchGame-v0")
     assert caught.value.code is grpc.StatusCode.NOT_FOUND
+
+
+class TestTextArenaComplies(ComplianceSuite):
+    """The shipped compliance suite over TextArena games of every shape: single-player, two-player, a
+    three-player free-for-all whose players can all be eliminated (TextArena would loop forever), and
+    a game with a quadratic move parser (the reply cap keeps it fast)."""
+
+    env_ids = [
+        "ta/GuessTheNumber-v0",
+        "ta/Minesweeper-v0",
+        "ta/TicTacToe-v0",
+        "ta/ConnectFour-v0-large",
+        "ta/KuhnPoker-v0",
+        "ta/MarketEntryGame-v0",
+        "ta/SecretMafia-v0",
+    ]
+    server_config = {"disabled_plugins": ["code", "math", "tools", "sandboxes", "reasoning_gym"]}

@@ -121,12 +121,15 @@ class TextArenaReferee(Referee):
         self.plies = 0
         self.final_rewards: dict[str, float] = {}
         self.reason = ""
+        self.everyone_out = False
 
     def _reset(self, seed: int | None) -> None:
         self.game = new_game(self.game_id)
         chosen = seed if seed is not None else random.SystemRandom().randrange(2**31)
         self.game.reset(num_players=self.players, seed=chosen)
         self.done, self.plies, self.final_rewards, self.reason = False, 0, {}, ""
+        self.everyone_out = False
+        _guard_elimination(self)
 
     def _seat(self, player_id: int) -> str:
         return self.agents[player_id]
@@ -147,9 +150,12 @@ class TextArenaReferee(Referee):
         [text] = moves.values()
         done, _info = self.game.step(text)
         self.plies += 1
-        if not done:
+        if not done and not self.everyone_out:
             return {}
         self.done = True
+        if self.everyone_out:
+            self.reason = "every player was eliminated"
+            return dict.fromkeys(self.agents, 0.0)
         rewards, game_info = self.game.close()
         self.final_rewards = {self._seat(int(p)): float(r) for p, r in (rewards or {}).items()}
         reasons = {str(i.get("reason", "")) for i in (game_info or {}).values() if isinstance(i, Mapping)}
@@ -176,6 +182,24 @@ class TextArenaReferee(Referee):
 
     def _bot_move(self, seat: str, bot: Bot, rng: random.Random) -> Any:
         raise NotImplementedError("TextArena games have no built-in bots")
+
+
+def _guard_elimination(referee: TextArenaReferee) -> None:
+    """TextArena's free-for-all state looks for the next player not yet eliminated, forever when every
+    player is (policies that only send invalid moves get there in MarketEntryGame). End such a game as a
+    draw instead of hanging the worker."""
+    state = referee.game.state
+    if not hasattr(state, "elimination_order"):
+        return
+    step = state.step
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if not state.done and set(range(state.num_players)) <= set(state.elimination_order):
+            referee.everyone_out = True
+            return True, {}
+        return step(*args, **kwargs)
+
+    state.step = guarded
 
 
 def _referee(game_id: str, players: int, options: Mapping[str, Any]) -> Referee:
