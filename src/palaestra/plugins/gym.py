@@ -286,7 +286,7 @@ def resolve(env_id: str) -> tuple[EnvSpec, EnvFactory] | None:
     gym_spec = gym.spec(gym_id)
     try:
         probe = gym.make(gym_id)  # builds once to read the spaces; closed at once
-    except gym.error.DependencyNotInstalled as exc:
+    except (gym.error.DependencyNotInstalled, ImportError) as exc:  # says what to install
         raise EnvUnavailable(
             f"{env_id} needs an optional dependency that this server lacks ({exc}); on the server, "
             f"{_extra_for(gym_spec)}"
