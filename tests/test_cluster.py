@@ -6,7 +6,9 @@ last ones change it (kill, drain, remove)."""
 from __future__ import annotations
 
 import collections
+import importlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,8 @@ os.environ["RAY_TMPDIR"] = _RAY_TMP
 Path(_RAY_TMP, "ray").mkdir()
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (the [ray] extra; CI installs it with [dev])")
+# Ray reads the loopback switch at its first import, which another test module may have done before this one.
+setattr(importlib.import_module("ray._private.ray_constants"), "ENABLE_RAY_CLUSTER", False)  # noqa: B010
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from palaestra.agents.client import Client, PalaestraError  # noqa: E402
@@ -54,6 +58,7 @@ def cluster() -> Iterator[tuple[Any, RayCluster]]:
         finally:
             ray.shutdown()
             nodes.shutdown()
+            shutil.rmtree(_RAY_TMP, ignore_errors=True)
 
 
 def _wait_gone(pid: int, timeout_s: float = 30.0) -> None:
