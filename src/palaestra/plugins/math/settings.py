@@ -10,7 +10,13 @@ from typing import Any
 from palaestra.plugins.math.checker import VerifyOptions
 from palaestra.plugins.math.extract import STRATEGIES, check_strategies
 from palaestra.plugins.math.prm import AGGREGATES
-from palaestra.plugins.math.tasks import MAX_DIFFICULTY, MIN_DIFFICULTY, check_split, clamp_difficulty
+from palaestra.plugins.math.tasks import (
+    MAX_DIFFICULTY,
+    MIN_DIFFICULTY,
+    SPLITS,
+    check_split,
+    clamp_difficulty,
+)
 
 MAX_TOOL_CALLS_LIMIT = 16
 PROMPTS = ("full", "terse")
@@ -129,7 +135,7 @@ OPTIONS_SCHEMA: dict[str, Any] = {
         "max_answer_chars": _integer("longest answer compared", 1, 100_000),
         "max_response_chars": _integer("longest reply read", 1, 1_000_000),
         "difficulty": _integer("generated task difficulty", MIN_DIFFICULTY, MAX_DIFFICULTY),
-        "split": {"type": "string", "minLength": 1, "description": "train or test (generated tasks)"},
+        "split": {"enum": list(SPLITS), "description": "generated tasks: disjoint sets of problems"},
         "prompt": {"enum": list(PROMPTS), "description": "the prompt style"},
         "tools": {"type": "boolean", "description": "offer the python tool"},
         "max_tool_calls": _integer("python tool calls allowed", 0, MAX_TOOL_CALLS_LIMIT),
