@@ -98,6 +98,30 @@ def run_scenario(client: Any, episodes: int, steps: int, replica_pids: list[int]
     }
 
 
+def directory_call_cost(control: Any, calls: int = 200) -> dict[str, float]:
+    """Median round trip of the directory's two calls from this driver: a client's snapshot read and a
+    replica's report (a heartbeat), in microseconds."""
+    import ray
+
+    directory = control.directory()
+    entry = control.status()[0]
+    info = {k: entry[k] for k in ("address", "node_id", "pid", "free_episodes", "open_episodes")}
+    info.update(free_sandboxes=0, serving=True, reported_at=time.time())
+    costs: dict[str, float] = {}
+    for name, call in (
+        ("snapshot", lambda: directory.snapshot.remote(False)),
+        ("report", lambda: directory.report.remote("benchmark-replica", info)),
+    ):
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            ray.get(call())
+            times.append(time.perf_counter() - start)
+        costs[name] = statistics.median(times) * 1e6
+    ray.get(directory.remove.remote("benchmark-replica"))
+    return costs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -136,6 +160,7 @@ def main() -> int:
                     outcome = run_scenario(client, args.episodes, steps, used)
                 results.setdefault(name, []).append(outcome)
                 print(f"round {round_index + 1} {name}: {outcome['steps_per_s']:.0f} steps/s", flush=True)
+        directory_us = directory_call_cost(control)
 
     medians = {
         name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
@@ -155,6 +180,10 @@ def main() -> int:
     routed = medians["routed-1 (MultiClient, 1 address)"]
     overhead = direct["steps_per_s"] / routed["steps_per_s"] - 1
     print(f"routing overhead on one replica (direct vs routed-1 steps/s): {overhead * 100:+.1f}%")
+    print(
+        f"directory round trip (median of 200): snapshot {directory_us['snapshot']:.0f} us, "
+        f"report {directory_us['report']:.0f} us"
+    )
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -166,6 +195,7 @@ def main() -> int:
                     "medians": medians,
                     "runs": results,
                     "routing_overhead": overhead,
+                    "directory_us": directory_us,
                 },
                 indent=2,
             )
