@@ -11,6 +11,7 @@ import pytest
 
 from palaestra.agents.client import PalaestraError
 from palaestra.agents.multi import MultiClient
+from palaestra.types import EpisodeStep
 
 
 def _closed_port() -> str:
@@ -28,9 +29,9 @@ def test_an_unreachable_replica_is_skipped_and_unknown_episodes_are_not_found(se
         assert {client.multi.replica_of(i) for i in ids} == {server_address}
         assert dead in client.multi.down_until  # noticed, and avoided for down_s
         steps = client.step_many({i: "hi" for i in ids})
-        assert all(
-            s.agents["agent"].observation.messages[-1].content == "You said: hi" for s in steps.values()
-        )
+        for step in steps.values():
+            assert isinstance(step, EpisodeStep)
+            assert step.agents["agent"].observation.messages[-1].content == "You said: hi"
         with pytest.raises(PalaestraError) as caught:
             client.step("no-such-episode", "x")
         assert caught.value.code == grpc.StatusCode.NOT_FOUND
