@@ -41,9 +41,11 @@ class GRPOConfig:
     group_size: int = 8
     tasks_per_step: int = 4
     task_options: dict[str, Any] = field(default_factory=dict)
-    eval_options: dict[str, Any] | None = None  # held-out options (e.g. another split); default task_options
+    eval_options: dict[str, Any] | None = (
+        None  # evaluation options, e.g. {"split": "test"}; default task_options
+    )
     eval_tasks: int = 32
-    eval_seed_base: int = 1_000_000  # held-out: training seeds stay far below this
+    eval_seed_base: int = 1_000_000  # unseen seeds: training seeds stay far below this
     eval_temperature: float = 0.0
     learning_rate: float = 1e-4
     clip_low: float = 0.2
@@ -194,7 +196,10 @@ class GRPOTrainer:
         ]
 
     async def evaluate(self) -> dict[str, float]:
-        """Held-out reward: one episode per held-out task (seeds the training never draws)."""
+        """Evaluation reward: one episode per evaluation task, on seeds the training never draws.
+
+        Other seeds are not other problems unless `eval_options` picks a problem-disjoint split
+        (math: {"split": "test"}); docs/math.md says which tasks have one."""
         cfg = self.config
         options = dict(cfg.task_options if cfg.eval_options is None else cfg.eval_options)
         tasks = [TaskRequest(seed=cfg.eval_seed_base + i, options=options) for i in range(cfg.eval_tasks)]

@@ -44,7 +44,7 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
 
 
 def plot_metrics(rows: Sequence[Mapping[str, float]], png: Path, title: str) -> Path:
-    """One panel for rewards (train and held-out), one for each reward component's mean."""
+    """One panel for rewards (train and evaluation), one for each reward component's mean."""
     import matplotlib
 
     matplotlib.use("Agg")

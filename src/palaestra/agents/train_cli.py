@@ -67,7 +67,10 @@ def add_grpo_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--eval-tasks", type=int, default=32)
     parser.add_argument(
-        "--eval-options", type=json.loads, default=None, help="open options for held-out evaluation"
+        "--eval-options",
+        type=json.loads,
+        default=None,
+        help='open options for evaluation, e.g. {"split": "test"}',
     )
     parser.add_argument("--checkpoint-every", type=int, default=0)
     parser.add_argument("--resume", type=Path, default=None, help="checkpoint directory to continue from")
