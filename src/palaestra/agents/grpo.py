@@ -41,9 +41,7 @@ class GRPOConfig:
     group_size: int = 8
     tasks_per_step: int = 4
     task_options: dict[str, Any] = field(default_factory=dict)
-    eval_options: dict[str, Any] | None = (
-        None  # evaluation options, e.g. {"split": "test"}; default task_options
-    )
+    eval_options: dict[str, Any] | None = None  # e.g. {"split": "test"}; default task_options
     eval_tasks: int = 32
     eval_seed_base: int = 1_000_000  # unseen seeds: training seeds stay far below this
     eval_temperature: float = 0.0
