@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import random
+import re
 from collections.abc import Mapping
 from functools import cache, partial
 from typing import Any
@@ -34,7 +35,7 @@ from palaestra.env import AnyEnv, Env, EnvContext, EnvFactory
 from palaestra.plugins.games.bots import Bot
 from palaestra.plugins.games.catalog import OPTIONS_SCHEMA, REWARD_SPECS
 from palaestra.plugins.games.envs import MAX_RETRIES, GameDef, build_env
-from palaestra.plugins.games.referee import TEXT_POLICY, MovePolicy, Referee
+from palaestra.plugins.games.referee import ILLEGAL_MOVE, TEXT_POLICY, MovePolicy, Referee, _Forfeit
 from palaestra.registry import EnvRegistry, EnvUnavailable
 from palaestra.types import Action, ChatSpace, EnvKind, EnvSpec, Message, Observation
 
@@ -138,7 +139,7 @@ class TextArenaReferee(Referee):
         return [] if self._game_over() else [self._seat(int(self.game.state.current_player_id))]
 
     def _game_over(self) -> bool:
-        return self.done or self.plies >= self.max_plies
+        return self.done or self.plies >= self.max_plies or self._forfeit is not None
 
     def _game_truncated(self) -> bool:
         return not self.done and self.plies >= self.max_plies
@@ -147,8 +148,14 @@ class TextArenaReferee(Referee):
         return action.as_text()[-MAX_MOVE_CHARS:]
 
     def _play(self, moves: dict[str, Any]) -> dict[str, float]:
-        [text] = moves.values()
-        done, _info = self.game.step(text)
+        [(seat, text)] = moves.items()
+        try:
+            done, _info = self.game.step(text)
+        except Exception as exc:  # TextArena parsers crash on some malformed moves
+            # seen only on malformed moves (Countdown, Cryptarithm, QuantumTicTacToe...): the mover's
+            # failure, scored as a forfeit by illegal move, never an infrastructure failure
+            self._forfeit = _Forfeit(seat, ILLEGAL_MOVE, f"the game could not play this move ({exc!r:.200})")
+            return {}
         self.plies += 1
         if not done and not self.everyone_out:
             return {}
@@ -157,7 +164,10 @@ class TextArenaReferee(Referee):
             self.reason = "every player was eliminated"
             return dict.fromkeys(self.agents, 0.0)
         rewards, game_info = self.game.close()
-        self.final_rewards = {self._seat(int(p)): float(r) for p, r in (rewards or {}).items()}
+        infos = game_info or {}
+        self.final_rewards = {
+            self._seat(int(p)): _reward(r, infos.get(p, {})) for p, r in (rewards or {}).items()
+        }
         reasons = {str(i.get("reason", "")) for i in (game_info or {}).values() if isinstance(i, Mapping)}
         self.reason = "; ".join(sorted(r for r in reasons if r))
         return self.final_rewards
@@ -182,6 +192,17 @@ class TextArenaReferee(Referee):
 
     def _bot_move(self, seat: str, bot: Bot, rng: random.Random) -> Any:
         raise NotImplementedError("TextArena games have no built-in bots")
+
+
+def _reward(value: Any, info: Mapping[str, Any]) -> float:
+    """A player's final reward. Some single-player games (Countdown, Cryptarithm, Slitherlink) swap the
+    reward and the reason after an invalid move (reward 'Invalid action format...', reason 'Invalid
+    Move: 0.568'): the number is read back from the reason, else 0."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        found = re.search(r"-?\d+(?:\.\d+)?", str(info.get("reason", "")))
+        return float(found.group()) if found else 0.0
 
 
 def _guard_elimination(referee: TextArenaReferee) -> None:
