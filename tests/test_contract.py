@@ -298,3 +298,27 @@ def test_a_null_submission_earns_nothing(client: Client, env_id: str, null: str)
                 break
         assert step.done and total <= 0.0, (env_id, seed, total)
         client.close(step.episode_id)
+
+
+# ---------------------------------------------------------------- isolation
+
+
+def test_an_environment_without_its_isolation_is_refused_at_open(
+    start_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker configured (auto) but no engine: code environments are refused at open with the reason and
+    the setting that would allow the weaker backend, never served silently on a weaker one."""
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    strict = start_server(sandbox={"pool_size": 0})
+    with Client(strict.address) as client:
+        with pytest.raises(PalaestraError) as error:
+            client.open("code/python", seed=1)
+        assert error.value.code is grpc.StatusCode.FAILED_PRECONDITION, error.value
+        assert "code/python cannot be served" in error.value.message
+        assert "allow_weaker_isolation" in error.value.message
+        [echo] = client.open("echo", seed=1)  # environments without a sandbox are unaffected
+        client.close(echo.episode_id)
+    lenient = start_server(sandbox={"pool_size": 0, "allow_weaker_isolation": True})
+    with Client(lenient.address) as client:
+        [episode] = client.open("code/python", seed=1)
+        client.close(episode.episode_id)

@@ -71,6 +71,7 @@ class Runtime:
         seed = request.seed if request.HasField("seed") else None
         check_seed(seed)
         options = check_options(registration.spec, wire.dict_from_struct(request.options))
+        self._check_isolation(registration.spec)
         task = _task_selector(request.task)
         who = principal.name if principal is not None else owner
         sandboxed = bool(registration.spec.sandbox_profiles)
@@ -249,6 +250,16 @@ class Runtime:
             described = getattr(backend, "describe", None)
             parts.append(f"{profile}: {described() if callable(described) else chosen}")
         return "; ".join(parts)
+
+    def _check_isolation(self, spec: t.EnvSpec) -> None:
+        """Refuse at open an environment whose sandbox profile has no backend at the configured isolation.
+
+        The client learns it at once (FAILED_PRECONDITION), instead of every episode failing at its
+        first lease; the isolation is never weakened silently ([sandbox] allow_weaker_isolation)."""
+        problems: dict[str, str] = getattr(self.sandboxes, "problems", {}) if self.sandboxes else {}
+        missing = [f"sandbox profile {p!r}: {problems[p]}" for p in spec.sandbox_profiles if p in problems]
+        if missing:
+            raise precondition(f"{spec.id} cannot be served here: " + "; ".join(missing))
 
     def catalog_spec(self, spec: t.EnvSpec) -> t.EnvSpec:
         """The spec as the catalog shows it: with the isolation in force."""
