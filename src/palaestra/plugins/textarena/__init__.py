@@ -16,11 +16,12 @@ import on this Python, answer FAILED_PRECONDITION saying why.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cache, partial
 from typing import Any
 
@@ -55,12 +56,27 @@ def game_ids() -> list[str]:
     return sorted(i for i in ENV_REGISTRY if not i.endswith(("-train", "-raw")))
 
 
+@contextlib.contextmanager
+def _no_downloads() -> Iterator[None]:
+    """Some TextArena game modules call `nltk.download(...)` when imported; a server fetches nothing at
+    run time, so a missing corpus stays missing (and the game answers FAILED_PRECONDITION)."""
+    import nltk
+
+    original = nltk.download
+    nltk.download = lambda *args, **kwargs: False
+    try:
+        yield
+    finally:
+        nltk.download = original
+
+
 def _constructor(game_id: str) -> Any:
     spec = ENV_REGISTRY[game_id]
     entry = spec.entry_point
     if isinstance(entry, str):
         module, name = entry.split(":")
-        entry = getattr(importlib.import_module(module), name)
+        with _no_downloads():
+            entry = getattr(importlib.import_module(module), name)
     return partial(entry, **spec.kwargs)
 
 
