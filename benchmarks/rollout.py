@@ -13,13 +13,16 @@ correct number for math, the reference program for code), so that the server doe
 good policy (math-verify on a real answer; the sandboxed tests of a real program) - the tiny model's own
 text would not even contain a program. Figures are the median over rounds (the first round, which
 compiles vLLM's sampling ops, is a warm-up and not counted). The server runs in this process (its own
-thread); the sandboxes use the configured backend (docker where an engine and images exist, else local).
+thread) unless `--address` names one: the vLLM environment has no docker-py, so for code episodes run
+`palaestra serve --no-store` from the project's venv and pass its address. The sandboxes use the server's
+configured backend.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -71,7 +74,8 @@ async def one_round(
     env_s += time.perf_counter() - waited
     wall = time.perf_counter() - started
     tokens = sum(len(s.ids) for s in samples)
-    rewards = [r.result.scalar_reward for r in results.values() if not isinstance(r, Exception)]
+    answered = [r for r in results.values() if not isinstance(r, Exception) and r.infra_failure is None]
+    rewards = [r.result.scalar_reward for r in answered]
     return {
         "wall_s": wall,
         "policy_s": policy_s,
@@ -80,6 +84,7 @@ async def one_round(
         "tokens_per_s": tokens / policy_s,
         "env_share": env_s / wall,
         "mean_reward": sum(rewards) / max(len(rewards), 1),
+        "infra_failures": float(len(results) - len(answered)),
     }
 
 
@@ -102,35 +107,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         max_new_tokens=args.max_new_tokens, temperature=1.0, stop_ids=tuple(codec.stop_ids)
     )
     results: dict[str, Any] = {"backend": args.backend, "cpus": os.cpu_count(), "envs": {}}
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as workdir, contextlib.ExitStack() as stack:
         backend = make_backend(args.backend, model, tokenizer, Path(workdir))
-        with ServerThread(ServerConfig(port=0)) as server:
-            async with AsyncClient(server.address) as client:
-                for env_id in args.envs:
-                    rounds = []
-                    for index in range(args.rounds + 1):
-                        figures = await one_round(
-                            client,
-                            env_id,
-                            codec,
-                            backend,
-                            settings,
-                            args.groups,
-                            args.group_size,
-                            index * 100,
-                        )
-                        if index > 0:  # the first round is a warm-up
-                            rounds.append(figures)
-                    median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
-                    results["envs"][env_id] = median
-                    print(
-                        f"{args.backend:>12} {env_id:<16} {median['tokens_per_s']:8.0f} tokens/s  "
-                        f"environment {100 * median['env_share']:5.1f}% of rollout wall time "
-                        f"(wall {median['wall_s']:.2f} s, generation {median['policy_s']:.2f} s, "
-                        f"environment {median['env_s']:.2f} s, {median['tokens']:.0f} tokens, "
-                        f"mean reward {median['mean_reward']:.2f})",
-                        flush=True,
+        address = args.address or stack.enter_context(ServerThread(ServerConfig(port=0))).address
+        async with AsyncClient(address) as client:
+            for env_id in args.envs:
+                rounds = []
+                for index in range(args.rounds + 1):
+                    figures = await one_round(
+                        client, env_id, codec, backend, settings, args.groups, args.group_size, index * 100
                     )
+                    if index > 0:  # the first round is a warm-up
+                        rounds.append(figures)
+                median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+                results["envs"][env_id] = median
+                print(
+                    f"{args.backend:>12} {env_id:<16} {median['tokens_per_s']:8.0f} tokens/s  "
+                    f"environment {100 * median['env_share']:5.1f}% of rollout wall time "
+                    f"(wall {median['wall_s']:.2f} s, generation {median['policy_s']:.2f} s, "
+                    f"environment {median['env_s']:.2f} s, {median['tokens']:.0f} tokens, "
+                    f"mean reward {median['mean_reward']:.2f}, "
+                    f"{median['infra_failures']:.0f} infrastructure failures)",
+                    flush=True,
+                )
     return results
 
 
@@ -143,6 +142,7 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--address", help="a running server (default: one in this process)")
     args = parser.parse_args()
     results = asyncio.run(run(args))
     if args.json:
