@@ -19,7 +19,7 @@ from rich.table import Column, Table
 import palaestra
 from palaestra import types as t
 from palaestra.agents.client import Client, PalaestraError
-from palaestra.agents.evaluate import add_eval_arguments, run_eval_command
+from palaestra.agents.evaluate import add_eval_arguments, parse_options, run_eval_command
 from palaestra.agents.policies import NoScriptedPolicy, make_policy, renderer
 from palaestra.agents.train_cli import add_train_subcommands
 from palaestra.cluster.cli import add_cluster_subcommands
@@ -363,21 +363,8 @@ def cmd_sandbox_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_options(pairs: list[str]) -> dict[str, Any]:
-    import json
-
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, _, raw = pair.partition("=")
-        try:
-            options[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key] = raw
-    return options
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    options = _parse_options(args.option)
+    options = parse_options(args.option)
     with connect(args) as client:
         spec = client.describe(args.env_id)
         summaries: list[t.EpisodeSummary] = []

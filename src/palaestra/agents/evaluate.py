@@ -477,6 +477,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """`--option key=value` pairs (of `eval` and `run`): values read as JSON where they parse, else text."""
     options: dict[str, Any] = {}
     for pair in pairs:
         key, _, raw = pair.partition("=")
