@@ -308,7 +308,12 @@ async def test_self_inflicted_load_is_the_submissions_timeout(pinned_manager: Sa
     grader = Grader(get_language("python"), GraderSettings(wall_factor=20.0))
     async with await pinned_manager.lease("python", "episode-self-load") as sandbox:
         report = await grader.grade(sandbox, TASK, SELF_INFLICTED_LOAD, TASK.hidden_tests[:1])
-    assert [o.status for o in report.outcomes] == ["timeout"], report.outcomes
+    # Never the host's fault (grade() would raise InfraError("host")): either the answering process got
+    # its 0.4 s of CPU before the backstop (a pass: CPU limits are per process, its spinners are its own
+    # and die with the test), or the backstop fired while the sandbox had CPU, which is the job's timeout.
+    # Which one depends on how fast this machine is; both are the submission's result.
+    [outcome] = report.outcomes
+    assert outcome.status in {"pass", "timeout"}, report.outcomes
 
 
 async def test_a_work_dir_filled_by_earlier_jobs_is_reclaimed(pinned_manager: SandboxManager) -> None:
