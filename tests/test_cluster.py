@@ -83,6 +83,18 @@ def _healthy(control: RayCluster) -> list[dict[str, Any]]:
     return control.status(include_unhealthy=False)
 
 
+def _settled(control: RayCluster, timeout_s: float = 30.0) -> None:
+    """Wait until every replica has reported no open episodes (reports lag by up to a report interval),
+    so that placement by free capacity starts from equal replicas."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        snapshot = _healthy(control)
+        if len(snapshot) == 2 and all(e["open_episodes"] == 0 for e in snapshot):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"replicas still report open episodes after {timeout_s} s: {_healthy(control)}")
+
+
 def test_one_replica_per_node_registered_with_capacity(cluster: tuple[Any, RayCluster]) -> None:
     _, control = cluster
     snapshot = _healthy(control)
@@ -160,6 +172,7 @@ def test_ppo_runs_against_the_cluster(cluster: tuple[Any, RayCluster]) -> None:
     from palaestra.agents.gym import RemoteVectorEnv
     from palaestra.agents.ppo import PPO, PPOConfig
 
+    _settled(cluster[1])  # the previous test's 4,096 episodes may still count in the last reports
     with MultiClient(directory="palaestra-directory", refresh_s=0.0) as client:
         envs = RemoteVectorEnv(client, "gym/CartPole-v1", num_envs=8)
         try:
