@@ -17,7 +17,18 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 . .venv/bin/activate
 pip install -q -c .ci/constraints.txt -e ".[games]" 2>&1 | { grep -v "^WARNING: Location" || true; }
 
+# Sandboxes: Docker where an engine answers (hardened containers); otherwise the local backend, chosen
+# explicitly here (bubblewrap), since a server never falls back to weaker isolation by itself.
+CONFIG="$(mktemp --suffix=.toml)"
+trap 'rm -f "$CONFIG"' EXIT
+if docker info >/dev/null 2>&1; then
+  printf '[sandbox]\nbackend = "auto"\n' >"$CONFIG"
+else
+  echo "demo.sh: no Docker engine answers; code runs in the local sandbox backend (bubblewrap)"
+  printf '[sandbox]\nbackend = "local"\n' >"$CONFIG"
+fi
+
 if [ $# -eq 0 ]; then set -- code/python-repair math/arithmetic-tools tools/shop; fi
 for env_id in "$@"; do
-  palaestra run "$env_id" --episodes 3 --transcript 1
+  palaestra run "$env_id" --episodes 3 --transcript 1 --config "$CONFIG"
 done
