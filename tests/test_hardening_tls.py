@@ -29,21 +29,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
-@pytest.fixture(scope="module")
-def served(certificate: tuple[Path, Path]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    cert, key = certificate
+def served(tls_certificate: tuple[Path, Path]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    cert, key = tls_certificate
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "palaestra", "serve", "--host", "localhost", "--port", str(port),
@@ -70,10 +57,10 @@ def served(certificate: tuple[Path, Path]) -> Iterator[tuple[str, subprocess.Pop
 
 
 def test_cli_serves_tls_and_connects_with_tls_ca(
-    served: tuple[str, subprocess.Popen[str]], certificate: tuple[Path, Path]
+    served: tuple[str, subprocess.Popen[str]], tls_certificate: tuple[Path, Path]
 ) -> None:
     address, _ = served
-    cert, _ = certificate
+    cert, _ = tls_certificate
     command = [sys.executable, "-m", "palaestra", "envs", "--address", address, "--tls-ca", str(cert)]
     listing = subprocess.run([*command, "--token", TOKEN], capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0, listing.stderr
@@ -83,10 +70,10 @@ def test_cli_serves_tls_and_connects_with_tls_ca(
 
 
 def test_wrappers_take_a_token_and_a_ca(
-    served: tuple[str, subprocess.Popen[str]], certificate: tuple[Path, Path]
+    served: tuple[str, subprocess.Popen[str]], tls_certificate: tuple[Path, Path]
 ) -> None:
     address, _ = served
-    cert, _ = certificate
+    cert, _ = tls_certificate
     env = RemoteEnv(address, "gym/CartPole-v1", token=TOKEN, tls_root_cert=cert)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (4,)

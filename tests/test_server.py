@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
 import threading
 import time
 import urllib.request
@@ -206,30 +205,8 @@ def test_prometheus_metrics(start_server: StartServer) -> None:
     assert "palaestra_step_latency_seconds_bucket" in text
 
 
-def test_tls(start_server: StartServer, tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+def test_tls(start_server: StartServer, tls_certificate: tuple[Path, Path]) -> None:
+    cert, key = tls_certificate
     server = start_server(host="localhost", tls_cert=str(cert), tls_key=str(key))
     with Client(f"localhost:{server.server.port}", tls_root_cert=cert) as client:  # type: ignore[union-attr]
         assert client.open("echo/text")[0].episode_id

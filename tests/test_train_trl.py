@@ -6,7 +6,6 @@ import json
 import os
 import re
 import string
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -129,30 +128,8 @@ def test_rewards_through_the_server_and_closing_closes_episodes(server_address: 
         client.step(open_id, "late")
 
 
-def test_token_and_tls_reach_the_server(start_server: Any, tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+def test_token_and_tls_reach_the_server(start_server: Any, tls_certificate: tuple[Path, Path]) -> None:
+    cert, key = tls_certificate
     server = start_server(host="localhost", auth_token="s3cret", tls_cert=str(cert), tls_key=str(key))
     address = f"localhost:{server.server.port}"
     with pytest.raises(Exception, match="UNAUTHENTICATED"):
