@@ -302,7 +302,7 @@ class Dashboard:
         """OpenSkill ratings per game: from recorded game episodes (against bots and between clients)
         and from the tournament results files in `[dashboard] results`."""
         try:
-            from palaestra.plugins.games.tournament import GameRecord, _ratings, read_results
+            from palaestra.plugins.games.tournament import GameRecord, ratings, read_results
         except ImportError:
             return []
         games = {r.spec.id for r in self.server.plugins.envs if "games" in r.spec.tags}
@@ -316,7 +316,7 @@ class Dashboard:
         for record in records:
             by_game.setdefault(record.env_id, []).append(record)
         return [
-            {"env_id": env_id, "games": len(recs), "rows": _ratings(recs)}
+            {"env_id": env_id, "games": len(recs), "rows": ratings(recs)}
             for env_id, recs in sorted(by_game.items())
         ]
 

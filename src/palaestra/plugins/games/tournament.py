@@ -154,7 +154,7 @@ def run_tournament(
         with path.open("a", encoding="utf-8") as out:
             out.writelines(record.as_json() + "\n" for record in records)
         return leaderboard(path, env_id=env_id)
-    return _ratings(records)
+    return ratings(records)
 
 
 def read_results(path: str | Path) -> list[GameRecord]:
@@ -173,29 +173,30 @@ def leaderboard(results_path: str | Path, env_id: str | None = None) -> list[dic
     env_id: only games of this environment (default: all games in the file).
     """
     records = [r for r in read_results(results_path) if env_id is None or r.env_id == env_id]
-    return _ratings(records)
+    return ratings(records)
 
 
-def _ratings(records: Iterable[GameRecord]) -> list[dict[str, Any]]:
+def ratings(records: Iterable[GameRecord]) -> list[dict[str, Any]]:
+    """OpenSkill (Plackett-Luce) ratings from game records, best first; rows as in `leaderboard`."""
     model = PlackettLuce()
-    ratings: dict[str, Any] = {}
+    rated: dict[str, Any] = {}
     tally: dict[str, dict[str, int]] = {}
     for record in sorted(records, key=lambda r: r.time):
         names = list(record.scores)
         for n in names:
-            ratings.setdefault(n, model.rating(name=n))
+            rated.setdefault(n, model.rating(name=n))
             tally.setdefault(n, {"games": 0, "wins": 0, "draws": 0, "losses": 0})
             score = record.scores[n]
             tally[n]["games"] += 1
             tally[n]["wins" if score > 0 else "draws" if score == 0 else "losses"] += 1
         # openskill ranks: lower is better; equal ranks are a draw
         ranks = [-record.scores[n] for n in names]
-        updated = model.rate([[ratings[n]] for n in names], ranks=ranks)
+        updated = model.rate([[rated[n]] for n in names], ranks=ranks)
         for n, team in zip(names, updated, strict=True):
-            ratings[n] = team[0]
+            rated[n] = team[0]
     rows = [
         {"name": n, "mu": r.mu, "sigma": r.sigma, "ordinal": r.ordinal(), **tally[n]}
-        for n, r in ratings.items()
+        for n, r in rated.items()
     ]
     return sorted(rows, key=lambda row: -row["ordinal"])
 
