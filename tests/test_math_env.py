@@ -204,6 +204,16 @@ async def test_options_are_validated(make_env: Callable[..., MathEnv]) -> None:
     assert easy != hard
 
 
+async def test_the_sandbox_command_is_the_operators_never_a_clients(make_env: Callable[..., MathEnv]) -> None:
+    with pytest.raises(ValueError, match="python_argv.*not a client's"):
+        make_env("math/arithmetic-tools", {"python_argv": ["sh", "-c", "true"]})
+    env = make_env("math/arithmetic-tools")
+    with pytest.raises(InvalidAction, match="python_argv"):
+        await env.reset(seed=1, options={"python_argv": "sh"})
+    configured = make_env("math/arithmetic-tools", config={"python_argv": ["python3", "-I"]})
+    assert configured.settings.python_argv == ("python3", "-I")
+
+
 async def test_dataset_from_plugin_config(tmp_path: Path) -> None:
     data = tmp_path / "mine.jsonl"
     data.write_text(json.dumps({"question": "Half of 10 as a percent of 10?", "answer": "50%"}) + "\n")

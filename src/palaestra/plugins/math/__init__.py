@@ -110,6 +110,7 @@ def dataset_variant(entry: Mapping[str, Any]) -> MathVariant:
     defaults = merge(
         _GSM8K_STYLE if fmt == "gsm8k" else _BOXED_FIRST,
         {k: v for k, v in entry.items() if k not in ("id", "description", *ENTRY_KEYS)},
+        operator=True,
     )
     # Parquet/CSV, folders, globs and column maps go through Hugging Face `datasets`
     load = partial(load_dataset, entry, fmt) if uses_datasets(entry) else partial(load_jsonl, path, fmt)

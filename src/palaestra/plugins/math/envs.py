@@ -162,7 +162,7 @@ class MathEnv(AsyncEnv):
     def __init__(self, ctx: EnvContext, variant: MathVariant) -> None:
         self.ctx = ctx
         self.variant = variant
-        self.base_settings = merge(variant.defaults, ctx.config, ctx.options)
+        self.base_settings = merge(merge(variant.defaults, ctx.config, operator=True), ctx.options)
         if self.base_settings.prm:
             _prm_function(ctx, self.base_settings)  # refuse to open when the named PRM does not exist
         self.settings = self.base_settings

@@ -55,6 +55,9 @@ class MathSettings:
 _KNOWN = {f.name for f in fields(MathSettings)}
 # Keys of the plugin config table that configure the plugin, not an episode.
 _PLUGIN_KEYS = {"datasets", "verify_workers"}
+# Settings only the operator may choose (in the plugin config table), never a client: which command the
+# sandbox runs is the server's business.
+_OPERATOR_KEYS = {"python_argv"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -94,12 +97,17 @@ def _validate(settings: MathSettings) -> MathSettings:
     return settings
 
 
-def merge(base: MathSettings, *layers: Mapping[str, Any], strict: bool = True) -> MathSettings:
+def merge(
+    base: MathSettings, *layers: Mapping[str, Any], strict: bool = True, operator: bool = False
+) -> MathSettings:
     """Apply option layers in order. Unknown keys are refused when `strict` (client options) and
-    skipped otherwise (the plugin config table also holds plugin-wide keys)."""
+    skipped otherwise (the plugin config table also holds plugin-wide keys). Operator-only settings are
+    refused unless the layers are the operator's (`operator`: the plugin config table, dataset entries)."""
     changes: dict[str, Any] = {}
     for layer in layers:
         for name, value in layer.items():
+            if name in _OPERATOR_KEYS and not operator:
+                raise ValueError(f"math option {name!r} is the server's ([plugins.math]), not a client's")
             if name not in _KNOWN:
                 if strict and name not in _PLUGIN_KEYS and name != "task":
                     raise ValueError(f"unknown math option {name!r}; known: {', '.join(sorted(_KNOWN))}")
@@ -141,7 +149,6 @@ OPTIONS_SCHEMA: dict[str, Any] = {
         "max_tool_calls": _integer("python tool calls allowed", 0, MAX_TOOL_CALLS_LIMIT),
         "tool_timeout_s": _number("seconds per tool call", 120),
         "tool_output_chars": _integer("characters of tool output shown", 0, 100_000),
-        "python_argv": _strings("the interpreter command in the sandbox"),
         "verify_deadline_s": _number("seconds for reading and verifying the answer", 120),
         "step_checker": {"type": "boolean", "description": "run the arithmetic step checker"},
         "prm": {"type": "string", "description": "a registered process reward model, or empty"},
