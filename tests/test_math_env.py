@@ -205,7 +205,7 @@ async def test_options_are_validated(make_env: Callable[..., MathEnv]) -> None:
 
 
 async def test_the_sandbox_command_is_the_operators_never_a_clients(make_env: Callable[..., MathEnv]) -> None:
-    with pytest.raises(ValueError, match="python_argv.*not a client's"):
+    with pytest.raises(ValueError, match=r"python_argv.*not a client's"):
         make_env("math/arithmetic-tools", {"python_argv": ["sh", "-c", "true"]})
     env = make_env("math/arithmetic-tools")
     with pytest.raises(InvalidAction, match="python_argv"):
