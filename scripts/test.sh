@@ -67,4 +67,4 @@ ruff check src tests benchmarks examples scripts
 ruff format --check src tests benchmarks examples scripts
 mypy
 export PALAESTRA_STRICT_PLUGINS=1  # a plugin that fails to import or register fails the run
-python -m pytest -ra -p no:cacheprovider "$@"
+python -m pytest -ra --durations=15 -p no:cacheprovider "$@"
