@@ -55,6 +55,19 @@ def test_weight_sync_changes_outputs_to_match_the_new_weights(checks: dict[str, 
     assert checks["sleep_mode"] is False  # CPU: no sleep mode, and the backend did not ask for it
 
 
+def test_grpo_cli_with_vllm_and_the_built_in_tiny_model(server_address: str, tmp_path: Path) -> None:
+    """`--model tiny` exists only in memory: the run saves it for the engine, then trains a step."""
+    out = tmp_path / "run"
+    command = ["-m", "palaestra", "train", "grpo", "--env", "math/arithmetic", "--backend", "vllm"]
+    command += ["--model", "tiny", "--address", server_address, "--out", str(out), "--steps", "1"]
+    command += ["--group-size", "2", "--tasks-per-step", "2", "--max-new-tokens", "8", "--eval-every", "100"]
+    command += ["--eval-tasks", "2", "--no-tensorboard"]
+    run_vllm(command, tmp_path, timeout=800)
+    assert (out / "tiny-initial" / "config.json").is_file()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "train/reward" in row] == [1]
+
+
 @pytest.fixture
 def tool_model(tmp_path_factory: pytest.TempPathFactory, server_address: str) -> Path:
     """The tiny model taught to call a tool, then answer (tests/vllm_helpers.py)."""

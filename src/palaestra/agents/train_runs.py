@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from palaestra.agents.metrics import MetricsLog, plot_metrics, read_metrics
@@ -56,8 +57,8 @@ def run_ppo_command(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from palaestra.agents.gym import RemoteVectorEnv
     from palaestra.agents.ppo import PPO, PPOConfig
+    from palaestra.agents.vector import RemoteVectorEnv
 
     log = MetricsLog(args.out, tensorboard=not args.no_tensorboard)
     config = PPOConfig(
@@ -102,12 +103,14 @@ def run_grpo_command(args: argparse.Namespace) -> int:
     return asyncio.run(_grpo(args))
 
 
-def load_policy_model(name: str, seed: int) -> tuple[Any, Any]:
+def load_policy_model(name: str, seed: int, *, vllm: bool = False) -> tuple[Any, Any]:
+    """A local checkpoint (never downloaded) or the built-in random "tiny" model. `vllm`: the tiny model
+    with two heads of 32, since vLLM's CPU attention has no kernels for the default head size of 16."""
     if name == "tiny":
         from palaestra.agents.tiny import build_model, build_tokenizer
 
         tiny = build_tokenizer()
-        return build_model(tiny, seed=seed), tiny
+        return build_model(tiny, seed=seed, **({"heads": 2} if vllm else {})), tiny
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer: Any = AutoTokenizer.from_pretrained(name, local_files_only=True)
@@ -115,6 +118,17 @@ def load_policy_model(name: str, seed: int) -> tuple[Any, Any]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return AutoModelForCausalLM.from_pretrained(name, local_files_only=True), tokenizer
+
+
+def engine_checkpoint(name: str, model: Any, tokenizer: Any, out: Path) -> str:
+    """A directory a generation engine can load: the model's own, or for the built-in tiny model (which
+    exists only in memory) its initial weights saved under the run's output folder."""
+    if name != "tiny":
+        return name
+    directory = Path(out) / "tiny-initial"
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
 
 
 async def scripted_examples(
@@ -149,7 +163,7 @@ async def _grpo(args: argparse.Namespace) -> int:
     from palaestra.agents.grpo import GRPOConfig, GRPOTrainer
     from palaestra.agents.sft import supervised_warmup
 
-    model, tokenizer = load_policy_model(args.model, args.seed)
+    model, tokenizer = load_policy_model(args.model, args.seed, vllm=args.backend == "vllm")
     config = GRPOConfig(
         env_id=args.env,
         group_size=args.group_size,
@@ -173,7 +187,7 @@ async def _grpo(args: argparse.Namespace) -> int:
     if args.backend == "vllm":
         from palaestra.agents.generation import VLLMBackend
 
-        backend = VLLMBackend(args.model, seed=args.seed)
+        backend = VLLMBackend(engine_checkpoint(args.model, model, tokenizer, args.out), seed=args.seed)
     log = MetricsLog(args.out, tensorboard=not args.no_tensorboard)
     with server_address(args.address, store_run(args, "train-grpo", str(args.model))) as address:
         async with AsyncClient(address, **client_kwargs(args)) as client:
