@@ -5,9 +5,10 @@
 A simulated Ray cluster (`ray.cluster_utils.Cluster`: a head and two more nodes, loopback only) gets one
 replica per node (`palaestra.cluster.api.RayCluster.up`). Then, per round, interleaved:
 - direct: a plain `Client` on replica 1;
-- routed-1: `MultiClient([replica 1])`: the multi-replica client over one replica (its own overhead);
-- routed-2, routed-3: `MultiClient` over the addresses of 2 and 3 replicas;
-- directory-3: `MultiClient(directory=...)`: the same 3 replicas found through the directory actor.
+- routed-1: `Client([replica 1])`: the multi-replica view (a list of addresses) over one replica (its own
+  overhead);
+- routed-2, routed-3: `Client` over the addresses of 2 and 3 replicas;
+- directory-3: `Client("directory:palaestra-directory")`: the same 3 replicas found through the directory.
 Each scenario opens `--episodes` echo episodes (groups of 64), steps them all `--steps` times with
 `step_many` (one message per replica per step), and closes them; only the stepping is timed.
 
@@ -137,7 +138,6 @@ def main() -> int:
     rounds, steps = (1, 10) if args.quick else (args.rounds, min(args.steps, TURNS - 2))
 
     from palaestra.agents.client import Client
-    from palaestra.agents.multi import MultiClient
 
     results: dict[str, list[dict[str, float]]] = {}
     with simulated_cluster(3) as control:
@@ -146,13 +146,10 @@ def main() -> int:
         pids = [e["pid"] for e in replicas]
         scenarios: dict[str, tuple[Callable[[], Any], list[int]]] = {
             "direct (Client, 1 replica)": (lambda: Client(addresses[0]), pids[:1]),
-            "routed-1 (MultiClient, 1 address)": (lambda: MultiClient(addresses[:1]), pids[:1]),
-            "routed-2 (MultiClient, 2 addresses)": (lambda: MultiClient(addresses[:2]), pids[:2]),
-            "routed-3 (MultiClient, 3 addresses)": (lambda: MultiClient(addresses), pids),
-            "directory-3 (MultiClient, directory)": (
-                lambda: MultiClient(directory="palaestra-directory"),
-                pids,
-            ),
+            "routed-1 (Client, [1 address])": (lambda: Client(addresses[:1]), pids[:1]),
+            "routed-2 (Client, 2 addresses)": (lambda: Client(addresses[:2]), pids[:2]),
+            "routed-3 (Client, 3 addresses)": (lambda: Client(addresses), pids),
+            "directory-3 (Client, directory)": (lambda: Client("directory:palaestra-directory"), pids),
         }
         for round_index in range(rounds):
             for name, (make, used) in scenarios.items():
@@ -177,7 +174,7 @@ def main() -> int:
             f"{name:40} {m['steps_per_s']:>10.0f} {m['replica_cpu_us_per_step']:>20.1f} "
             f"{m['client_cpu_us_per_step']:>20.1f}"
         )
-    routed = medians["routed-1 (MultiClient, 1 address)"]
+    routed = medians["routed-1 (Client, [1 address])"]
     overhead = direct["steps_per_s"] / routed["steps_per_s"] - 1
     print(f"routing overhead on one replica (direct vs routed-1 steps/s): {overhead * 100:+.1f}%")
     print(

@@ -286,7 +286,7 @@ async def echo_batch_loop(client: Any, raw: bool) -> StepCall:
 
 async def palaestra_cartpole(address: str, budget: Budget) -> Figure:
     """`RemoteVectorEnv` of 64 episodes: one message per vector step, auto-reset included."""
-    from palaestra.agents.gym import RemoteVectorEnv
+    from palaestra.agents.vector import RemoteVectorEnv
 
     vector = RemoteVectorEnv(address, CARTPOLE, BATCH)
     try:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from palaestra.agents.gym import RemoteVectorEnv
 from palaestra.agents.metrics import MetricsLog, plot_metrics, read_metrics
 from palaestra.agents.ppo import PPO, PPOConfig
 from palaestra.agents.train_runs import server_address
+from palaestra.agents.vector import RemoteVectorEnv
 
 TARGET = 475.0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import importlib
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 # Before Ray is imported: keep every Ray listener on loopback, and Ray's files in a directory of our own.
@@ -30,14 +32,15 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (the [ray] extra; 
 setattr(importlib.import_module("ray._private.ray_constants"), "ENABLE_RAY_CLUSTER", False)  # noqa: B010
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from palaestra.agents.client import Client, PalaestraError  # noqa: E402
-from palaestra.agents.multi import MultiAsyncClient, MultiClient  # noqa: E402
+from palaestra.agents.client import AsyncClient, Client, PalaestraError  # noqa: E402
+from palaestra.agents.multi import MultiAsyncClient  # noqa: E402
 from palaestra.cluster.api import RayCluster  # noqa: E402
 from palaestra.types import EpisodeStep  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
 
 PER_REPLICA = {"max_episodes": 4096, "max_episodes_per_client": 4096}
+DIRECTORY = "directory:palaestra-directory"  # the address of the replicas the directory lists
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +80,13 @@ def _ok(steps: dict[str, EpisodeStep | PalaestraError]) -> list[EpisodeStep]:
     """The steps, each one a result (step_many raises on errors unless told not to)."""
     assert all(isinstance(s, EpisodeStep) for s in steps.values()), steps
     return [s for s in steps.values() if isinstance(s, EpisodeStep)]
+
+
+def _multi(client: Client | AsyncClient) -> MultiAsyncClient:
+    """The multi-replica view a Client or AsyncClient given several addresses or a directory is."""
+    multi = client.aio if isinstance(client, Client) else client
+    assert isinstance(multi, MultiAsyncClient), type(multi)
+    return multi
 
 
 def _healthy(control: RayCluster) -> list[dict[str, Any]]:
@@ -131,14 +141,14 @@ def test_cli_status_lists_the_replicas(cluster: tuple[Any, RayCluster]) -> None:
 def test_episodes_spread_by_free_capacity_and_groups_stay_together(cluster: tuple[Any, RayCluster]) -> None:
     _, control = cluster
     first, second = (e["address"] for e in _healthy(control))
-    with Client(first) as other, MultiClient(directory="palaestra-directory", refresh_s=0.0) as client:
+    with Client(first) as other, Client(DIRECTORY, refresh_s=0.0) as client:
         # Another client holds 40 episodes on the first replica: it has 40 slots fewer.
         held = other.open("echo", count=40)
         control.wait_for(lambda s: {e["address"]: e["open_episodes"] for e in s}.get(first) == 40)
         groups = [client.open("echo", seed=i, count=4) for i in range(15)]
-        placed = collections.Counter(client.multi.replica_of(g[0].episode_id) for g in groups)
+        placed = collections.Counter(_multi(client).replica_of(g[0].episode_id) for g in groups)
         for group in groups:  # a GRPO group lives on one replica
-            assert len({client.multi.replica_of(e.episode_id) for e in group}) == 1
+            assert len({_multi(client).replica_of(e.episode_id) for e in group}) == 1
         # Ten groups (40 episodes) go to the second replica before the two are level, then they alternate.
         assert placed[second] >= 10 and placed[first] >= 2, placed
         assert abs((placed[second] * 4) - (placed[first] * 4 + 40)) <= 4, placed
@@ -152,10 +162,10 @@ def test_episodes_spread_by_free_capacity_and_groups_stay_together(cluster: tupl
 
 
 def test_4096_echo_episodes_over_two_replicas(cluster: tuple[Any, RayCluster]) -> None:
-    with MultiClient(directory="palaestra-directory", refresh_s=0.0) as client:
+    with Client(DIRECTORY, refresh_s=0.0) as client:
         ids = [e.episode_id for i in range(64) for e in client.open("echo", seed=i, count=64)]
         assert len(set(ids)) == 4096
-        per_replica = collections.Counter(client.multi.replica_of(i) for i in ids)
+        per_replica = collections.Counter(_multi(client).replica_of(i) for i in ids)
         assert sorted(per_replica.values()) == [2048, 2048], per_replica
         for word in ("one", "two"):
             steps = client.step_many({i: word for i in ids})  # one message to each replica
@@ -167,18 +177,45 @@ def test_4096_echo_episodes_over_two_replicas(cluster: tuple[Any, RayCluster]) -
         assert len(summaries) == 4096 and all(s.infra_failure is None for s in summaries)
 
 
+def test_palaestra_eval_against_the_cluster_spreads_over_both_replicas(
+    cluster: tuple[Any, RayCluster], tmp_path: Path
+) -> None:
+    """`palaestra eval --address directory:NAME`: the same command as against one server; its episodes
+    run on both replicas (each replica counts the episodes it opened)."""
+    from stub_openai import StubOpenAI
+    from test_multi_client import say_the_word
+
+    from palaestra.cli import main
+
+    _, control = cluster
+    before = {e["replica_id"]: e["opened"] for e in _healthy(control)}
+    out = tmp_path / "eval.jsonl"
+    with StubOpenAI(say_the_word) as stub:
+        command = ["eval", "echo", "--base-url", stub.base_url, "--model", "stub", "--no-progress"]
+        code = main([*command, "--episodes", "2", "--tasks", "6", "--out", str(out), "--address", DIRECTORY])
+    assert code == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 12 and all(r["infra_failure"] is None and r["return"] > 0 for r in records)
+
+    def counted(snapshot: list[dict[str, Any]]) -> bool:  # the replicas' reports lag by a heartbeat
+        return sum(e["opened"] - before.get(e["replica_id"], 0) for e in snapshot) == 12
+
+    snapshot = control.wait_for(counted, timeout_s=60)
+    assert all(e["opened"] > before[e["replica_id"]] for e in snapshot), (before, snapshot)
+
+
 def test_ppo_runs_against_the_cluster(cluster: tuple[Any, RayCluster]) -> None:
     pytest.importorskip("torch")
     from palaestra.agents.gym import RemoteVectorEnv
     from palaestra.agents.ppo import PPO, PPOConfig
 
     _settled(cluster[1])  # the previous test's 4,096 episodes may still count in the last reports
-    with MultiClient(directory="palaestra-directory", refresh_s=0.0) as client:
+    with Client(DIRECTORY, refresh_s=0.0) as client:
         envs = RemoteVectorEnv(client, "gym/CartPole-v1", num_envs=8)
         try:
             trainer = PPO(envs, PPOConfig(total_steps=8 * 64 * 2, num_steps=64, seed=1))
             trainer.train()
-            assert len({client.multi.replica_of(i) for i in envs.episode_ids}) == 2  # spread over both
+            assert len({_multi(client).replica_of(i) for i in envs.episode_ids}) == 2  # spread over both
         finally:
             envs.close()
     assert trainer.global_step >= 8 * 64 * 2
@@ -190,9 +227,9 @@ def test_a_killed_replica_fails_only_its_episodes_and_rejoins(cluster: tuple[Any
     before = {e["replica_id"]: e for e in _healthy(control)}
     victim = sorted(before)[0]
     victim_address = before[victim]["address"]
-    with MultiClient(directory="palaestra-directory", refresh_s=0.0, down_s=60.0) as client:
+    with Client(DIRECTORY, refresh_s=0.0, down_s=60.0) as client:
         ids = [e.episode_id for i in range(8) for e in client.open("echo", seed=i, count=2)]
-        on_victim = {i for i in ids if client.multi.replica_of(i) == victim_address}
+        on_victim = {i for i in ids if _multi(client).replica_of(i) == victim_address}
         assert 0 < len(on_victim) < len(ids)
         client.step_many({i: "before" for i in ids})
 
@@ -209,7 +246,7 @@ def test_a_killed_replica_fails_only_its_episodes_and_rejoins(cluster: tuple[Any
                 assert step.agents["agent"].observation.messages[-1].content == "You said: after"
         # New episodes go to the others while the victim is gone.
         fresh = client.open("echo", count=4)
-        assert {client.multi.replica_of(e.episode_id) for e in fresh} != {victim_address}
+        assert {_multi(client).replica_of(e.episode_id) for e in fresh} != {victim_address}
         client.close(ids + [e.episode_id for e in fresh])
 
     # Ray restarts it on its node; it reports again with a new address and one more incarnation.
@@ -219,9 +256,9 @@ def test_a_killed_replica_fails_only_its_episodes_and_rejoins(cluster: tuple[Any
     back = next(e for e in snapshot if e["replica_id"] == victim)
     assert back["incarnation"] == before[victim]["incarnation"] + 1
     assert back["node_id"] == before[victim]["node_id"]
-    with MultiClient(directory="palaestra-directory", refresh_s=0.0) as client:
+    with Client(DIRECTORY, refresh_s=0.0) as client:
         groups = [client.open("echo", count=2) for _ in range(4)]
-        assert back["address"] in {client.multi.replica_of(g[0].episode_id) for g in groups}  # it rejoined
+        assert back["address"] in {_multi(client).replica_of(g[0].episode_id) for g in groups}  # it rejoined
         client.close([e.episode_id for g in groups for e in g])
 
 
@@ -237,7 +274,7 @@ async def test_grpo_rollouts_complete_when_a_replica_dies_mid_run(cluster: tuple
     victim = control.wait_for(lambda s: len(s) == 2, timeout_s=90)[0]
     placement: dict[str, str] = {}
 
-    async with MultiAsyncClient(directory="palaestra-directory", refresh_s=0.0, down_s=60.0) as client:
+    async with MultiAsyncClient(DIRECTORY, refresh_s=0.0, down_s=60.0) as client:
 
         class SaysTheWordKillingAReplica:
             killed = False
@@ -248,7 +285,9 @@ async def test_grpo_rollouts_complete_when_a_replica_dies_mid_run(cluster: tuple
             async def act(self, episodes: Sequence[EpisodeRollout]) -> list[Message]:
                 if not self.killed:
                     self.killed = True
-                    placement.update({e.episode_id: client.replica_of(e.episode_id) for e in episodes})
+                    placement.update(
+                        {e.episode_id: _multi(client).replica_of(e.episode_id) for e in episodes}
+                    )
                     control.kill(victim["replica_id"])
                     _wait_gone(victim["pid"])
                 return [Message("assistant", e.messages[0].content.split("'")[1]) for e in episodes]
@@ -278,12 +317,24 @@ def test_drain_then_remove_while_a_run_goes_on(cluster: tuple[Any, RayCluster]) 
     _, control = cluster
     control.wait_for(lambda s: len(s) == 2, timeout_s=90)
     leaving, staying = sorted(_healthy(control), key=lambda e: e["replica_id"])
-    with MultiClient(directory="palaestra-directory", refresh_s=0.0) as client:
+    with Client(DIRECTORY, refresh_s=0.0) as client:
         ids = [e.episode_id for i in range(4) for e in client.open("echo", seed=i, count=2)]
-        assert {client.multi.replica_of(i) for i in ids} == {leaving["address"], staying["address"]}
+        assert {_multi(client).replica_of(i) for i in ids} == {leaving["address"], staying["address"]}
         control.drain(leaving["replica_id"])
+        with Client(leaving["address"]) as direct:  # its server itself refuses new episodes, saying why
+            with pytest.raises(PalaestraError) as refused:
+                direct.open("echo")
+            assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+            assert "replica draining: open episodes on another replica" in refused.value.message
         fresh = [e.episode_id for _ in range(4) for e in client.open("echo", count=2)]
-        assert {client.multi.replica_of(i) for i in fresh} == {staying["address"]}  # no new episodes there
+        assert {_multi(client).replica_of(i) for i in fresh} == {staying["address"]}  # no new episodes there
+        with Client([leaving["address"], staying["address"]]) as fixed:  # no directory: refused, placed
+            elsewhere = [e.episode_id for _ in range(3) for e in fixed.open("echo", count=2)]
+            assert {_multi(fixed).replica_of(i) for i in elsewhere} == {staying["address"]}
+            fixed.close(elsewhere)
+        assert ray.get(control.replica(leaving["replica_id"]).ping.remote())["draining"]  # its own state
+        listed = {e["replica_id"]: e for e in _healthy(control)}  # still healthy: its episodes are served
+        assert listed[leaving["replica_id"]]["draining"] and not listed[staying["replica_id"]]["draining"]
         steps = client.step_many({i: "still" for i in ids + fresh})  # episodes on the drained one go on
         assert all(s.infra_failure is None for s in _ok(steps))
         client.close(ids)  # the run finishes its episodes there; removal waits for that
@@ -298,7 +349,7 @@ def test_drain_then_remove_while_a_run_goes_on(cluster: tuple[Any, RayCluster]) 
 async def test_async_view_with_fixed_addresses(cluster: tuple[Any, RayCluster]) -> None:
     _, control = cluster
     addresses = [e["address"] for e in _healthy(control)]
-    async with MultiAsyncClient(addresses) as client:
+    async with AsyncClient(addresses) as client:
         episodes = [await client.open("echo", count=1) for _ in range(4)]
         ids = [e[0].episode_id for e in episodes]
         with pytest.raises(Exception, match="not opened through this client"):

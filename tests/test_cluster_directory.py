@@ -47,9 +47,11 @@ def test_drain_keeps_the_replica_listed_and_remove_forgets_it() -> None:
     directory = Directory()
     directory.report("a", _info())
     directory.drain("a")
-    assert directory.report("a", _info()) is True  # its later reports keep the flag
+    assert directory.report("a", _info()) == "drain"  # a replica that does not refuse opens is told to
+    assert directory.snapshot()[0]["draining"] is True
+    assert directory.report("a", {**_info(), "draining": True}) == "ok"
     assert directory.snapshot()[0]["draining"] is True
     directory.remove("a")
     assert directory.snapshot(include_unhealthy=True) == []
-    assert directory.report("a", _info()) is False  # a removed replica is told to stop reporting
+    assert directory.report("a", _info()) == "removed"  # a removed replica is told to stop reporting
     assert directory.snapshot(include_unhealthy=True) == []

@@ -12,7 +12,8 @@ import grpc
 import pytest
 
 from palaestra.agents.client import Client, PalaestraError
-from palaestra.agents.gym import InfraFailureError, RemoteEnv, RemoteVectorEnv
+from palaestra.agents.gym import InfraFailureError, RemoteEnv
+from palaestra.agents.vector import RemoteVectorEnv
 from palaestra.server.app import ServerThread
 from palaestra.server.config import ServerConfig
 

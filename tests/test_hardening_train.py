@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from palaestra.agents.gym import RemoteVectorEnv
+from palaestra.agents.vector import RemoteVectorEnv
 from palaestra.agents.ppo import PPO, PPOConfig
 from palaestra.server.app import ServerThread
 from palaestra.server.config import ServerConfig

@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 
 import torch
 
-from palaestra.agents.gym import RemoteVectorEnv
+from palaestra.agents.vector import RemoteVectorEnv
 from palaestra.agents.ppo import PPO, PPOConfig, Rollout, advantages_gae
 
 

@@ -359,3 +359,36 @@ def test_vectors_on_the_unary_mirror(server_address: str) -> None:
             )
         assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert stub.VectorClose(env_pb2.VectorCloseRequest(vector_id=opened.vector_id)).steps == 1
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_an_environment_without_a_vector_step_is_served_per_episode(
+    failing_server: ServerThread, mode: AutoresetMode
+) -> None:
+    """The per-episode fallback: the same columns, autoresets, infos and seeds as Gymnasium's
+    SyncVectorEnv over the same environment run locally."""
+    from vector_plugin_for_tests import Walk
+
+    remote = RemoteVectorEnv(failing_server.address, "vectortest/walk", 3, autoreset_mode=mode)
+    local = gym.vector.SyncVectorEnv([Walk] * 3, autoreset_mode=mode)
+    (obs, infos), (local_obs, local_infos) = remote.reset(seed=7), local.reset(seed=7)
+    np.testing.assert_array_equal(obs, local_obs)
+    np.testing.assert_array_equal(infos["start"], local_infos["start"])
+    rng = np.random.default_rng(1)
+    ended = 0
+    for _ in range(40):
+        actions = rng.integers(0, 2, 3)
+        step, expected = remote.step(actions), local.step(actions)
+        assert_same_step(step, expected)
+        for key in set(expected[4]) - {"final_obs", "final_info"}:
+            np.testing.assert_array_equal(step[4][key], expected[4][key])
+        done = step[2] | step[3]
+        ended += int(done.sum())
+        if mode is AutoresetMode.DISABLED and done.any():
+            obs, _ = remote.reset(options={"reset_mask": done})
+            np.testing.assert_array_equal(obs, local.reset(options={"reset_mask": done.copy()})[0])
+    assert ended > 3 and (step[2] | step[3]).dtype == np.bool_
+    again, _ = remote.reset()  # no seed: each episode's random stream goes on
+    np.testing.assert_array_equal(again, local.reset()[0])
+    remote.close()
+    local.close()

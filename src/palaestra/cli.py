@@ -179,7 +179,11 @@ def _target_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of every command that talks to a server: one vocabulary across the CLI."""
-    parser.add_argument("--address", help="a running server host:port (default: start an embedded one)")
+    parser.add_argument(
+        "--address",
+        help="a running server host:port; several replicas host:port,host:port; or the replicas of a cluster "
+        "directory:NAME (docs/deployment.md). Default: start an embedded server",
+    )
     parser.add_argument("--token", help="bearer token for the server at --address")
     parser.add_argument("--tls-ca", help="PEM root certificate: connect to --address over TLS")
 

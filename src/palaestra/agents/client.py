@@ -106,12 +106,42 @@ def channel_options(max_message_mb: int = 64, keepalive_s: float = 10.0) -> list
     ]
 
 
+DIRECTORY_SCHEME = "directory:"  # "directory:NAME": the replicas a Palaestra directory on Ray lists
+
+
+def replica_addresses(address: str | Sequence[str]) -> tuple[list[str], str | None] | None:
+    """What an address names: None for one server ("host:port"); else `(addresses, directory)` for
+    several replicas: "host1:port1,host2:port2" or a list of addresses, or the replicas a directory actor on
+    Ray lists ("directory:NAME"; "directory:" alone names the default one, `palaestra cluster`'s)."""
+    if isinstance(address, str):
+        if address.startswith(DIRECTORY_SCHEME):
+            return [], address.removeprefix(DIRECTORY_SCHEME)
+        if "," not in address:
+            return None
+        address = address.split(",")
+    addresses = [a.strip() for a in address if a.strip()]
+    if not addresses:
+        raise ValueError("give at least one server address (host:port) or a directory (directory:NAME)")
+    return addresses, None
+
+
 class AsyncClient:
-    """An asyncio client. Use `async with AsyncClient(address) as client:`."""
+    """An asyncio client. Use `async with AsyncClient(address) as client:`.
+
+    Several addresses ("h1:p1,h2:p2" or a list) or a directory ("directory:NAME") make a `MultiAsyncClient`
+    (agents/multi.py): one view over server replicas, with these methods, that places each episode on a
+    replica and keeps it there."""
+
+    def __new__(cls, address: str | Sequence[str] = (), **kwargs: Any) -> AsyncClient:
+        if cls is AsyncClient and replica_addresses(address) is not None:
+            from palaestra.agents.multi import MultiAsyncClient  # it imports this module
+
+            return object.__new__(MultiAsyncClient)  # Python then calls MultiAsyncClient.__init__
+        return object.__new__(cls)
 
     def __init__(
         self,
-        address: str,
+        address: str | Sequence[str],
         *,
         token: str | None = None,
         tls_root_cert: str | Path | None = None,
@@ -122,6 +152,8 @@ class AsyncClient:
         """`token`: the bearer token naming this client's principal. `tls_root_cert`: the CA (or
         self-signed certificate) to trust; without it the channel is plaintext. `timeout_s`: the deadline
         of every request (None: none); a request that gets no reply in time raises DEADLINE_EXCEEDED."""
+        if not isinstance(address, str):  # AsyncClient([...]) is a MultiAsyncClient: a subclass's mistake
+            raise TypeError(f"{type(self).__name__} takes one address (host:port), got {address!r}")
         options = channel_options(max_message_mb, keepalive_s)
         if tls_root_cert is not None:
             credentials = grpc.ssl_channel_credentials(Path(tls_root_cert).read_bytes())
@@ -619,7 +651,8 @@ class Client:
     start_method="forkserver")`) and make clients in the child.
     """
 
-    def __init__(self, address: str, **kwargs: Any) -> None:
+    def __init__(self, address: str | Sequence[str], **kwargs: Any) -> None:
+        """`address`: one server, or several replicas / a directory as `AsyncClient` takes them."""
         self._address, self._kwargs = address, kwargs
         self._closed = False
         self._start()
@@ -634,7 +667,7 @@ class Client:
         ).result()
 
     @staticmethod
-    async def _make(address: str, kwargs: dict[str, Any]) -> AsyncClient:
+    async def _make(address: str | Sequence[str], kwargs: dict[str, Any]) -> AsyncClient:
         return AsyncClient(address, **kwargs)
 
     @property

@@ -1,13 +1,10 @@
-"""Gymnasium views of remote episodes: `RemoteEnv` (one episode) and `RemoteVectorEnv` (N in one message).
+"""The Gymnasium view of one remote episode: `RemoteEnv` (N episodes in one message: `RemoteVectorEnv`,
+in palaestra.agents.vector).
 
 ```python
 env = RemoteEnv("127.0.0.1:50051", "gym/CartPole-v1")
 obs, info = env.reset(seed=0)
 obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
-
-envs = RemoteVectorEnv("127.0.0.1:50051", "gym/CartPole-v1", num_envs=64)
-obs, infos = envs.reset(seed=0)          # obs.shape == (64, 4)
-obs, rewards, terms, truncs, infos = envs.step(envs.action_space.sample())
 ```
 
 Chat environments appear as text observations (the new messages' contents joined) and text actions.
@@ -32,10 +29,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode
 
 from palaestra import types as t
-from palaestra import wire
 from palaestra.agents.client import Client
 
 TEXT_LIMIT = 1 << 16
@@ -190,104 +185,6 @@ def _to_action(space: gym.Space[Any], action: Any) -> t.Action:
     return t.Action(tensor=np.asarray(action, dtype=space.dtype))
 
 
-class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
-    """N remote episodes of one tensor environment, stepped with ONE message per step.
-
-    Finished episodes are reset within the same step (Gymnasium's SAME_STEP autoreset): the returned
-    observation is the new episode's first one and the last observation is in `infos["final_obs"]`.
-    """
-
-    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}
-
-    def __init__(
-        self,
-        address_or_client: str | Client,
-        env_id: str,
-        num_envs: int,
-        options: Mapping[str, Any] | None = None,
-        **client_args: Any,
-    ) -> None:
-        self._owns_client = isinstance(address_or_client, str)
-        self.client = (
-            Client(address_or_client, **client_args)
-            if isinstance(address_or_client, str)
-            else address_or_client
-        )
-        self.env_id = env_id
-        self.num_envs = num_envs
-        self.open_options = dict(options or {})
-        self.remote_spec = self.client.describe(env_id)
-        self.single_observation_space = gym_space(self.remote_spec.observation_space)
-        self.single_action_space = gym_space(self.remote_spec.action_space)
-        if isinstance(self.single_observation_space, gym.spaces.Text):
-            raise ValueError(
-                f"{env_id} is a chat/text environment; RemoteVectorEnv serves tensor environments"
-            )
-        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
-        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
-        self.episode_ids: list[str] = []
-        self._discrete = isinstance(self.single_action_space, gym.spaces.Discrete)
-
-    def reset(
-        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        seeds = _seeds(seed, self.num_envs)
-        if self.episode_ids:
-            self.client.close(self.episode_ids)
-        steps = [
-            self.client.open(self.env_id, seed=s, options={**self.open_options, **(options or {})})[0]
-            for s in seeds
-        ]
-        self.episode_ids = [s.episode_id for s in steps]
-        obs = np.stack([_observation(self.single_observation_space, _check(s).result) for s in steps])
-        return obs, {}
-
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        if not self.episode_ids:
-            raise RuntimeError("call reset() before step()")
-        batch = {
-            episode_id: (int(a) if self._discrete else np.asarray(a, dtype=self.single_action_space.dtype))
-            for episode_id, a in zip(self.episode_ids, actions, strict=True)
-        }
-        reply = self.client.step_batch(batch)
-        obs: np.ndarray = np.empty(self.observation_space.shape or (), dtype=self.observation_space.dtype)
-        rewards = np.zeros(self.num_envs, dtype=np.float64)
-        terminations = np.zeros(self.num_envs, dtype=np.bool_)
-        truncations = np.zeros(self.num_envs, dtype=np.bool_)
-        finished: list[int] = []
-        for i, episode in enumerate(reply.episodes):
-            if episode.HasField("error"):
-                raise RuntimeError(f"episode {episode.episode_id}: {episode.error.message}")
-            if episode.HasField("infra_failure"):
-                raise InfraFailureError(f"{episode.infra_failure.source}: {episode.infra_failure.message}")
-            agent = episode.agents[0]
-            obs[i] = wire.tensor_from_proto(agent.observation.tensor)
-            rewards[i], terminations[i], truncations[i] = agent.reward, agent.terminated, agent.truncated
-            if episode.done:
-                finished.append(i)
-        infos: dict[str, Any] = {}
-        if finished:
-            infos = self._reset_finished(finished, obs)
-        return obs, rewards, terminations, truncations, infos
-
-    def _reset_finished(self, finished: list[int], obs: np.ndarray) -> dict[str, Any]:
-        """Reset the finished sub-episodes in place; keep their last observations for bootstrapping."""
-        final_obs = np.array([None] * self.num_envs, dtype=object)
-        mask = np.zeros(self.num_envs, dtype=np.bool_)
-        steps = self.client.reset_many([self.episode_ids[i] for i in finished])
-        for i, step in zip(finished, steps, strict=True):
-            final_obs[i], mask[i] = obs[i].copy(), True
-            obs[i] = _observation(self.single_observation_space, _check(step).result)
-        return {"final_obs": final_obs, "_final_obs": mask}
-
-    def close_extras(self, **kwargs: Any) -> None:
-        if self.episode_ids and not self.client.closed:
-            self.client.close(self.episode_ids)
-        self.episode_ids = []
-        if self._owns_client:
-            self.client.close_client()
-
-
 def make_remote(
     env_id: str,
     address: str,
@@ -324,16 +221,6 @@ def register_gymnasium_ids() -> list[str]:
         gym.register("palaestra/Remote-v0", entry_point=_ENTRY_POINT, disable_env_checker=True)
         added.append("palaestra/Remote-v0")
     return added
-
-
-def _seeds(seed: int | list[int] | None, n: int) -> list[int | None]:
-    if seed is None:
-        return [None] * n
-    if isinstance(seed, int):
-        return [seed + i for i in range(n)]
-    if len(seed) != n:
-        raise ValueError(f"expected {n} seeds, got {len(seed)}")
-    return list(seed)
 
 
 register_gymnasium_ids()

@@ -1,13 +1,21 @@
-"""One client view over several server replicas: `MultiAsyncClient` and its synchronous `MultiClient`.
+"""One client view over several server replicas: `MultiAsyncClient`, what `AsyncClient` and `Client` become
+when given several addresses or a directory.
 
-Give it addresses, or the name of a Palaestra directory actor on Ray (`palaestra.cluster`). It has the
-methods of `AsyncClient` / `Client`, so the trainers and wrappers that take a client take it too.
+```python
+Client("127.0.0.1:50051,127.0.0.1:50052")       # fixed replicas (or a list of addresses)
+Client("directory:palaestra-directory")          # the replicas a directory actor on Ray lists
+AsyncClient(["127.0.0.1:50051", "127.0.0.1:50052"], down_s=10.0)
+```
 
-- **Placement.** Each `open` (a GRPO group: `count=N`) goes to ONE replica, the one with the most free
-  episode slots: with a directory, the free slots the replica last reported minus those this client opened
-  there after that report; without one, the server's `max_episodes` minus this client's open episodes
-  there. Drained and unhealthy replicas take no new episodes.
-- **Affinity.** Every later request about an episode goes to the replica that opened it.
+It has the methods of `AsyncClient`, so the trainers, wrappers and `palaestra eval` take it unchanged.
+
+- **Placement.** Each `open` (a GRPO group: `count=N`) and each vector (`VectorOpenRequest`, its N
+  episodes) goes to ONE replica, the one with the most free episode slots: with a directory, the free slots
+  the replica last reported minus those this client opened there after that report; without one, the
+  server's `max_episodes` minus this client's open episodes there. Drained and unhealthy replicas take no
+  new episodes; a replica that refuses an open (full: RESOURCE_EXHAUSTED; drained or stopping: UNAVAILABLE)
+  is passed over for another one.
+- **Affinity.** Every later request about an episode (or a vector) goes to the replica that opened it.
 - **Batching.** `step_many`, `step_batch`, `reset_many` and `close` split their episodes by replica and send
   ONE message per replica, concurrently; single `step`s asked for in one event-loop turn are coalesced per
   replica by that replica's `AsyncClient`.
@@ -15,15 +23,16 @@ methods of `AsyncClient` / `Client`, so the trainers and wrappers that take a cl
   infrastructure failure (source "connection"), as with one server. The replica is then avoided for new
   episodes (`down_s`), and an `open` that fails there for lack of a connection is retried on another one.
 
-Agents never import the server: the directory is reached by name through Ray, and Ray is imported only then.
+Agents never import the server: the directory is reached by name through Ray, and Ray is imported only then
+(joining the cluster this machine belongs to, `ray.init(address="auto")`, if this process has not already).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import grpc
 
@@ -31,14 +40,15 @@ from palaestra import types as t
 from palaestra.agents.client import (
     Actions,
     AsyncClient,
-    Client,
     PalaestraError,
     StreamBroken,
+    replica_addresses,
 )
 from palaestra.v1 import catalog_pb2, env_pb2
 
 DIRECTORY_NAME = "palaestra-directory"  # palaestra.cluster.DIRECTORY_NAME (agents do not import it)
 NAMESPACE = "palaestra"
+T = TypeVar("T")
 
 _CONNECTION_CODES = (
     grpc.StatusCode.UNAVAILABLE,
@@ -47,12 +57,15 @@ _CONNECTION_CODES = (
 )
 
 
-class MultiAsyncClient:
-    """Episodes spread over replicas, each episode kept on its replica. `async with MultiAsyncClient(...)`."""
+class MultiAsyncClient(AsyncClient):
+    """Episodes spread over replicas, each episode kept on its replica. `async with AsyncClient([...])`.
+
+    A subclass of `AsyncClient` for its public methods only: it holds no stream of its own but one
+    `AsyncClient` per replica."""
 
     def __init__(
         self,
-        addresses: Sequence[str] = (),
+        address: str | Sequence[str] = (),
         *,
         directory: str | None = None,
         namespace: str = NAMESPACE,
@@ -61,10 +74,19 @@ class MultiAsyncClient:
         down_s: float = 5.0,
         **client_kwargs: Any,
     ) -> None:
-        """`addresses`: fixed replicas; `directory`: the name of a directory actor (Ray must be initialised
-        in this process) whose snapshot is re-read at most every `refresh_s` seconds. `open_timeout_s`: how
-        long an open waits for one replica before trying another. `client_kwargs` go to each `AsyncClient`."""
-        if not addresses and directory is None:
+        """`address`: replicas as `AsyncClient` takes them ("h1:p1,h2:p2", a list, "directory:NAME");
+        `directory`: the name of a directory actor, whose snapshot is re-read at most every `refresh_s`
+        seconds. `open_timeout_s`: how long an open waits for one replica before trying another.
+        `down_s`: how long a replica that lost its connection or refused an open for being drained is
+        passed over. `client_kwargs` go to each replica's `AsyncClient`."""
+        fixed: list[str] = []
+        if address:
+            parsed = replica_addresses(address)
+            fixed, named = parsed if parsed is not None else ([str(address)], None)
+            directory = named if named is not None else directory
+        if directory is not None:
+            directory = directory or DIRECTORY_NAME
+        elif not fixed:
             raise ValueError("give replica addresses or a directory name")
         self.directory_name = directory
         self.namespace = namespace
@@ -74,6 +96,7 @@ class MultiAsyncClient:
         self.client_kwargs = client_kwargs
         self.clients: dict[str, AsyncClient] = {}
         self.home: dict[str, str] = {}  # episode id -> replica address
+        self.vectors: dict[str, tuple[str, int]] = {}  # vector id -> (replica address, its episodes)
         self.open_here: dict[str, int] = {}  # replica address -> this client's open episodes there
         self.reported: dict[str, int] = {}  # replica address -> free slots in the last snapshot
         self.reported_at: dict[str, float] = {}  # replica address -> when the replica measured them
@@ -81,7 +104,7 @@ class MultiAsyncClient:
         self.recent_opens: dict[str, list[tuple[float, int]]] = {}
         self.pending: dict[str, int] = {}  # replica address -> episodes being opened there now
         self.down_until: dict[str, float] = {}
-        self.fixed = list(addresses)
+        self.fixed = fixed
         self._directory: Any = None
         self._refreshed = -1e9
         self._refresh_lock = asyncio.Lock()
@@ -120,10 +143,8 @@ class MultiAsyncClient:
             loop = asyncio.get_running_loop()
             if not force and loop.time() - self._refreshed < self.refresh_s:
                 return
-            import ray
-
             if self._directory is None:
-                self._directory = ray.get_actor(self.directory_name, namespace=self.namespace)
+                self._directory = _directory_actor(self.directory_name, self.namespace)
             snapshot = await asyncio.wrap_future(self._directory.snapshot.remote(False).future())
             listed = [e for e in snapshot if not e["draining"]]
             self.reported = {e["address"]: int(e["free_episodes"]) for e in listed}
@@ -185,36 +206,92 @@ class MultiAsyncClient:
 
     # ------------------------------------------------------------ episodes
 
-    async def open(self, env_id: str, *, count: int = 1, **kwargs: Any) -> list[t.EpisodeStep]:
-        """Open `count` episodes of one task on ONE replica (a GRPO group stays together)."""
+    async def _placed(self, count: int, call: Callable[[AsyncClient], Awaitable[T]]) -> tuple[str, T]:
+        """Run an open of `count` episodes on the replica with the most free slots; on a replica that is
+        full, drained or unreachable, on the next one. Returns the replica's address and the reply."""
         tried: set[str] = set()
+        refused = ""
         while True:
             await self._refresh(force=bool(tried))
-            address = self._choose(count, tried)
+            try:
+                address = self._choose(count, tried)
+            except PalaestraError as exc:
+                if refused:
+                    raise PalaestraError(exc.code, f"{exc.message}; last refusal: {refused}") from None
+                raise
             client = self._client(address)
             self.pending[address] = self.pending.get(address, 0) + count
             try:
-                opened = await asyncio.wait_for(
-                    client.open(env_id, count=count, **kwargs), self.open_timeout_s
-                )
+                result = await asyncio.wait_for(call(client), self.open_timeout_s)
             except (StreamBroken, TimeoutError) as exc:
                 if isinstance(exc, PalaestraError) and exc.code not in _CONNECTION_CODES:
                     raise
                 self._mark_down(address)
                 tried.add(address)
+                refused = f"{address}: {exc or 'no reply within open_timeout_s'}"
                 continue
             except PalaestraError as exc:
-                if exc.code not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
+                if exc.code == grpc.StatusCode.UNAVAILABLE:  # drained or stopping: passed over for down_s
+                    self._mark_down(address)
+                elif exc.code != grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise
-                tried.add(address)  # full or draining there: another replica may have room
+                tried.add(address)  # full, drained or stopping there: another replica may have room
+                refused = f"{address}: {exc}"
                 continue
             finally:
                 self.pending[address] -= count
-            for step in opened:
-                self.home[step.episode_id] = address
-            self.open_here[address] = self.open_here.get(address, 0) + len(opened)
-            self.recent_opens.setdefault(address, []).append((time.time(), len(opened)))
-            return opened
+            self.open_here[address] = self.open_here.get(address, 0) + count
+            self.recent_opens.setdefault(address, []).append((time.time(), count))
+            return address, result
+
+    async def open(self, env_id: str, *, count: int = 1, **kwargs: Any) -> list[t.EpisodeStep]:
+        """Open `count` episodes of one task on ONE replica (a GRPO group stays together)."""
+        address, opened = await self._placed(count, lambda c: c.open(env_id, count=count, **kwargs))
+        for step in opened:
+            self.home[step.episode_id] = address
+        return opened
+
+    async def send(self, request: env_pb2.SessionRequest) -> env_pb2.SessionResponse:
+        """A raw request (as `AsyncClient.send`), routed: a vector open is placed like an open of its
+        episodes and its later requests go to its replica; an episode open is placed; a step, reset or
+        close goes to the replica of its episodes (all on one replica; use step_many & co. otherwise)."""
+        kind = request.WhichOneof("request")
+        if kind == "vector_open":
+            size = request.vector_open.num_envs
+            address, reply = await self._placed(size, lambda c: c.send(request))
+            self.vectors[reply.vector.vector_id] = (address, size)
+            return reply
+        if kind == "open":
+            address, reply = await self._placed(request.open.count or 1, lambda c: c.send(request))
+            self.home.update(dict.fromkeys((e.episode_id for e in reply.open.episodes), address))
+            return reply
+        if kind in ("vector_reset", "vector_step", "vector_close"):
+            vector_id = getattr(request, kind).vector_id
+            if vector_id not in self.vectors:
+                raise PalaestraError(
+                    grpc.StatusCode.NOT_FOUND, f"vector {vector_id!r} was not opened through this client"
+                )
+            address, size = self.vectors[vector_id]
+            try:
+                return await self._client(address).send(request)
+            finally:
+                if kind == "vector_close":
+                    del self.vectors[vector_id]
+                    self.open_here[address] = max(0, self.open_here.get(address, 0) - size)
+        ids = [e.episode_id for e in getattr(request, kind).episodes] if kind in ("step", "reset") else []
+        ids = list(request.close.episode_ids) if kind == "close" else ids
+        groups = self._by_replica(ids)
+        if len(groups) != 1:
+            raise PalaestraError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"send() routes a {kind or 'empty'} request to ONE replica; its episodes are on "
+                f"{len(groups)} (use step_many, reset_many or close, which split by replica)",
+            )
+        [address] = groups
+        reply = await self._client(address).send(request)
+        if kind == "close":
+            self._forget(address, ids)
+        return reply
 
     async def reset(self, episode_id: str, **kwargs: Any) -> t.EpisodeStep:
         return await self._client(self.replica_of(episode_id)).reset(episode_id, **kwargs)
@@ -273,10 +350,13 @@ class MultiAsyncClient:
         groups = self._by_replica(ids)
         replies = await asyncio.gather(*(self._client(a).close(group) for a, group in groups.items()))
         for address, group in groups.items():
-            self.open_here[address] = max(0, self.open_here.get(address, 0) - len(group))
-            for episode_id in group:
-                self.home.pop(episode_id, None)
+            self._forget(address, group)
         return [summary for summaries in replies for summary in summaries]
+
+    def _forget(self, address: str, episode_ids: Sequence[str]) -> None:
+        self.open_here[address] = max(0, self.open_here.get(address, 0) - len(episode_ids))
+        for episode_id in episode_ids:
+            self.home.pop(episode_id, None)
 
     # ------------------------------------------------------------ catalog (any healthy replica)
 
@@ -306,21 +386,22 @@ class MultiAsyncClient:
         await asyncio.gather(*(client.aclose() for client in self.clients.values()), return_exceptions=True)
 
 
-class MultiClient(Client):
-    """The synchronous `MultiAsyncClient`. A `Client`: the wrappers and trainers that take one take it."""
-
-    def __init__(self, addresses: Sequence[str] = (), *, directory: str | None = None, **kwargs: Any) -> None:
-        self._addresses, self._directory = list(addresses), directory
-        super().__init__(",".join(addresses) or f"directory:{directory}", **kwargs)
-
-    async def _make(self, address: str, kwargs: dict[str, Any]) -> AsyncClient:  # type: ignore[override]
-        # Made on the loop thread, like Client's. MultiAsyncClient has AsyncClient's public methods, which
-        # are all that Client calls: typed as one so that Client's wrappers stay as they are.
-        return cast(AsyncClient, MultiAsyncClient(self._addresses, directory=self._directory, **kwargs))
-
-    def __enter__(self) -> MultiClient:
-        return self
-
-    @property
-    def multi(self) -> MultiAsyncClient:
-        return cast(MultiAsyncClient, self.aio)
+def _directory_actor(name: str, namespace: str) -> Any:
+    """The directory actor, joining the Ray cluster this machine belongs to if this process is not in one
+    (`ray.init(address="auto")`: RAY_ADDRESS, else the cluster started here)."""
+    try:
+        import ray
+    except ImportError:
+        raise PalaestraError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "a directory address needs Ray: pip install 'palaestra[ray]' (or give replica addresses)",
+        ) from None
+    if not ray.is_initialized():
+        ray.init(address="auto", namespace=namespace, log_to_driver=False)
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        raise PalaestraError(
+            grpc.StatusCode.NOT_FOUND,
+            f"no directory {name!r} in Ray namespace {namespace!r} (start one with `palaestra cluster up`)",
+        ) from None

@@ -1,13 +1,14 @@
 """PPO for classic (vector-observation, discrete-action) agents, in one readable file.
 
 In the spirit of single-file reference implementations: an actor-critic MLP, rollouts of `num_steps`
-from a Gymnasium vector env (for Palaestra, `RemoteVectorEnv`: every vector step is ONE message to the
-server carrying the actions of all episodes), GAE, and clipped-surrogate updates over shuffled
-minibatches.
+from a Gymnasium vector env (for Palaestra, `palaestra.agents.vector.RemoteVectorEnv`: every vector step
+is ONE message to the server carrying the actions of all episodes), GAE, and clipped-surrogate updates
+over shuffled minibatches.
 
-Autoreset: Gymnasium 1.x vector envs by default reset a finished sub-env on the NEXT call to `step`
-(whose action is then ignored). Those reset transitions are recorded but masked out of the loss; envs
-that reset in the same step need no mask. Episode returns are summed here from the rewards, so the
+Autoreset: Gymnasium 1.x vector envs (and `RemoteVectorEnv`) by default reset a finished sub-env on the
+NEXT call to `step`, whose action is ignored and whose reward is 0. Those reset transitions are recorded
+but masked out of the loss and out of the episode returns; envs that reset in the same step need no mask.
+An episode's end (terminated or truncated) stops GAE there, so no final observation is needed. Episode returns are summed here from the rewards, so the
 numbers do not depend on any wrapper's bookkeeping.
 """
 

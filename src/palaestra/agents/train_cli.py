@@ -25,7 +25,11 @@ def add_train_subcommands(commands: Any) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", help="a running server host:port (default: start one in-process)")
+    parser.add_argument(
+        "--address",
+        help="a running server host:port; several replicas host:port,host:port; or the replicas of a cluster "
+        "directory:NAME (docs/deployment.md). Default: start one in-process",
+    )
     parser.add_argument("--token", help="bearer token for the server at --address")
     parser.add_argument("--tls-ca", help="PEM root certificate: connect to --address over TLS")
     parser.add_argument("--env", required=True, help="environment id")

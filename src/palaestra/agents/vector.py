@@ -1,8 +1,17 @@
 """`RemoteVectorEnv`: a server-side vector of N episodes behind Gymnasium's vector API.
 
+```python
+envs = RemoteVectorEnv("127.0.0.1:50051", "gym/CartPole-v1", num_envs=64)
+obs, infos = envs.reset(seed=0)          # obs.shape == (64, 4)
+obs, rewards, terms, truncs, infos = envs.step(envs.action_space.sample())
+```
+
 Every `step` is ONE message each way (a `VectorStepRequest` with one packed action tensor, answered by
 stacked columns), and the server steps the N episodes with one call of the environment's vector step
-(docs/protocol.md, "Vectors"). It follows `gymnasium.vector.VectorEnv` exactly:
+(docs/protocol.md, "Vectors"); an environment whose plugin has no vector step is served the same way by
+the server stepping its N episodes one by one (server/episode_vector.py). Any single-agent environment
+with Box or Discrete observations qualifies; chat and text environments step per episode
+(`palaestra.agents.gym.RemoteEnv`, `Client`). It follows `gymnasium.vector.VectorEnv` exactly:
 
 * the three autoreset modes (`AutoresetMode.NEXT_STEP`, the default, `SAME_STEP`, `DISABLED`), chosen at
   construction and kept by the server; with `SAME_STEP`, `infos["final_obs"]` / `infos["final_info"]`
@@ -13,20 +22,25 @@ stacked columns), and the server steps the N episodes with one call of the envir
   each episode's random stream (the server keeps the vector's environments between resets);
 * per-episode infos as Gymnasium's dict of arrays with `_key` masks.
 
+An infrastructure failure (the environment raised, the server restarted or the connection broke) raises
+`InfraFailureError`, never a reward; the vector is then gone, and the next `reset()` opens a new one.
+
 For Stable-Baselines3, wrap it in `palaestra.agents.sb3.SB3VecEnv`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import grpc
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from palaestra import wire
-from palaestra.agents.client import Client
+from palaestra.agents.client import Client, PalaestraError, StreamBroken
 from palaestra.agents.gym import InfraFailureError, gym_space
 from palaestra.v1 import env_pb2
 
@@ -108,9 +122,13 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
                 if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
                     raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},)")
                 wire.tensor_to_proto(mask, resetting.reset_mask)
-        result = self.client.send(request).vector
+        try:
+            result = self._send(request)
+        except InfraFailureError:
+            if request.HasField("vector_open") or (mask is not None and not np.all(mask)):
+                raise  # nothing to reopen, or the unmasked episodes were lost with the vector
+            return self.reset(seed=seed, options=options)  # a new vector, on the server there now
         self.vector_id = result.vector_id
-        _check(result)
         return self._observations(result.observations), self._infos(result.infos)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -119,8 +137,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         request = env_pb2.SessionRequest()
         request.vector_step.vector_id = self.vector_id
         wire.tensor_to_proto(np.asarray(actions, dtype=self._action_dtype), request.vector_step.actions)
-        result = self.client.send(request).vector
-        _check(result)
+        result = self._send(request)
         infos = self._infos(result.infos)
         if result.HasField("final_mask"):
             final_mask = wire.tensor_from_proto(result.final_mask)
@@ -139,14 +156,38 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
 
     def close_extras(self, **kwargs: Any) -> None:
         if self.vector_id and not self.client.closed:
-            request = env_pb2.SessionRequest()
-            request.vector_close.vector_id = self.vector_id
-            self.client.send(request)
+            self._close_vector(self.vector_id)
         self.vector_id = ""
         if self._owns_client:
             self.client.close_client()
 
+    def _close_vector(self, vector_id: str) -> None:
+        request = env_pb2.SessionRequest()
+        request.vector_close.vector_id = vector_id
+        with contextlib.suppress(PalaestraError):  # already gone with its stream or server
+            self.client.send(request)
+
     # ------------------------------------------------------------ helpers
+
+    def _send(self, request: env_pb2.SessionRequest) -> env_pb2.VectorResult:
+        """Send a vector request. When the vector is gone (an environment failure, or the server lost it
+        with the stream: a restart, a broken connection), raise InfraFailureError and forget it."""
+        try:
+            result = self.client.send(request).vector
+        except PalaestraError as exc:
+            # Only the server's own vector ids are sent: NOT_FOUND means it no longer has the vector.
+            lost = isinstance(exc, StreamBroken) or exc.code is grpc.StatusCode.NOT_FOUND
+            if not lost or not self.vector_id:
+                raise
+            lost_id, self.vector_id = self.vector_id, ""
+            self._close_vector(lost_id)  # lets a client over several replicas forget it
+            raise InfraFailureError(f"connection: the vector was lost ({exc})") from None
+        if result.HasField("infra_failure"):
+            self.vector_id = ""
+            self._close_vector(result.vector_id)  # the server keeps a failed vector until it is closed
+            failure = result.infra_failure
+            raise InfraFailureError(f"{failure.source}: {failure.message}")
+        return result
 
     def _observations(self, tensor: Any) -> np.ndarray:
         return wire.tensor_from_proto(tensor).copy()  # writable, as Gymnasium's own vectors return
@@ -157,12 +198,6 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
             if struct.fields:
                 infos = self._add_info(infos, wire.dict_from_struct(struct), i)
         return infos
-
-
-def _check(result: env_pb2.VectorResult) -> None:
-    if result.HasField("infra_failure"):
-        failure = result.infra_failure
-        raise InfraFailureError(f"{failure.source}: {failure.message}")
 
 
 def _first_seed(seed: int | Sequence[int] | None, num_envs: int) -> int | None:

@@ -167,10 +167,14 @@ class RayCluster:
     # ------------------------------------------------------------ change
 
     def drain(self, replica_id: str) -> None:
-        """New episodes go elsewhere; the replica's open episodes go on."""
+        """New episodes go elsewhere; the replica's open episodes go on. The directory marks it draining
+        (clients placing through it pass it over) and the replica's server refuses opens from now on
+        (UNAVAILABLE, for clients that reach it otherwise); a replica Ray restarts later drains again."""
         import ray
 
         ray.get(self.directory().drain.remote(replica_id))
+        with contextlib.suppress(Exception):  # dead now: its next report after a restart drains it
+            ray.get(self.replica(replica_id).drain.remote(), timeout=30)
 
     def remove(self, replica_id: str, timeout_s: float = 60.0, grace_s: float = 1.0) -> None:
         """Drain the replica, wait until its episodes are closed (at most `timeout_s`), then stop it for good

@@ -3,7 +3,9 @@
 Replicas report themselves (a heartbeat every `period` seconds); a replica not heard from for `stale_s` is
 unhealthy and left out of `snapshot()` (its episodes are already lost to the clients, whose streams broke).
 When Ray restarts a replica it reports again under the same id with its new address and rejoins. A drained
-replica stays listed but takes no new episodes; a removed one is forgotten (its reports are ignored)."""
+replica stays listed, marked draining, and takes no new episodes: clients placing through the directory pass
+it over, and the replica's server refuses opens itself (a replica Ray restarts after a drain is told to drain
+again by the answer to its next report). A removed one is forgotten (its reports are ignored)."""
 
 from __future__ import annotations
 
@@ -21,10 +23,11 @@ class ReplicaRecord:
     free_episodes: int  # episode slots left: max_episodes - open episodes
     open_episodes: int
     free_sandboxes: int  # warm sandboxes ready in the replica's pools
-    serving: bool  # the replica's own health (False while it drains or stops)
+    serving: bool  # the replica's own health (False once it stops)
     reported_at: float  # the replica's wall clock when it measured the above (clients discount later opens)
     incarnation: int = 0  # how many times the replica (re)started: 0 first, +1 per Ray restart
-    draining: bool = False
+    draining: bool = False  # its server refuses new episodes (or the directory was told to drain it)
+    opened: int = 0  # episodes the replica opened since it (re)started
     last_seen: float = field(default_factory=time.monotonic)
 
 
@@ -37,17 +40,20 @@ class Directory:
         self.removed: set[str] = set()
         self.draining: set[str] = set()
 
-    def report(self, replica_id: str, info: dict[str, Any]) -> bool:
-        """A replica's heartbeat. Returns False when the replica was removed (it should stop reporting)."""
+    def report(self, replica_id: str, info: dict[str, Any]) -> str:
+        """A replica's heartbeat. Returns what the replica should do: "removed" (stop reporting), "drain"
+        (it was drained but its server does not refuse opens: a restart) or "ok"."""
         if replica_id in self.removed:
-            return False
+            return "removed"
         old = self.records.get(replica_id)
         record = ReplicaRecord(replica_id=replica_id, **info)
-        record.draining = replica_id in self.draining
+        told = replica_id in self.draining
+        answer = "drain" if told and not record.draining else "ok"
+        record.draining = record.draining or told
         if old is not None:  # a new pid: Ray restarted it
             record.incarnation = old.incarnation + (old.pid != record.pid)
         self.records[replica_id] = record
-        return True
+        return answer
 
     def healthy(self, record: ReplicaRecord, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -68,7 +74,8 @@ class Directory:
         return out
 
     def drain(self, replica_id: str) -> None:
-        """No new episodes on this replica (clients read it from the snapshot); its episodes go on."""
+        """No new episodes on this replica (clients read it from the snapshot; `RayCluster.drain` also tells
+        the replica, whose server then refuses opens); its episodes go on."""
         self.draining.add(replica_id)
         if replica_id in self.records:
             self.records[replica_id].draining = True

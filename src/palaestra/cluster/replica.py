@@ -2,7 +2,8 @@
 
 The server runs on its own event loop thread (`ServerThread`), started in `__init__` so that a replica Ray
 restarts (max_restarts) comes back serving without anyone calling it; a heartbeat thread reports address,
-capacity and health to the directory actor."""
+capacity and health to the directory actor. A drained replica's server refuses new episodes (UNAVAILABLE,
+"replica draining: ...") while its open ones go on."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ class Replica:
     def info(self) -> dict[str, Any]:
         server = self.thread.server
         assert server is not None
-        open_episodes = len(server.runtime.table)
+        runtime = server.runtime
+        open_episodes = len(runtime.table)
         return {
             "address": self.address,
             "node_id": self.node_id,
@@ -64,14 +66,20 @@ class Replica:
             "free_episodes": max(0, server.config.max_episodes - open_episodes),
             "open_episodes": open_episodes,
             "free_sandboxes": _free_sandboxes(server.sandboxes),
-            "serving": not server.runtime.draining,
+            "serving": not runtime.draining,  # a drained server still serves its open episodes
+            "draining": runtime.drained,
+            "opened": int(sum(s.value for s in _samples(runtime.metrics.episodes_opened, "_total"))),
             "reported_at": time.time(),
         }
 
     def _report(self) -> bool:
+        """Report to the directory; False once removed from it. A drain it asks for is done here."""
         import ray
 
-        return bool(ray.get(self.directory.report.remote(self.replica_id, self.info()), timeout=30))
+        answer = str(ray.get(self.directory.report.remote(self.replica_id, self.info()), timeout=30))
+        if answer == "drain":
+            self.drain()
+        return answer != "removed"
 
     def _beat_forever(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -84,10 +92,21 @@ class Replica:
     def ping(self) -> dict[str, Any]:
         return self.info()
 
+    def drain(self) -> dict[str, Any]:
+        """Refuse new episodes from now on (UNAVAILABLE "replica draining: ..."); the open ones go on."""
+        server = self.thread.server
+        assert server is not None
+        server.drain()  # sets one attribute, which the server's loop reads at each open
+        return self.info()
+
     def stop(self, grace: float = 1.0) -> None:
         """Drain and stop the server (episodes still open are closed)."""
         self._stop.set()
         self.thread.stop(grace)
+
+
+def _samples(metric: Any, suffix: str) -> list[Any]:
+    return [s for family in metric.collect() for s in family.samples if s.name.endswith(suffix)]
 
 
 def _free_sandboxes(manager: Any) -> int:

@@ -185,6 +185,12 @@ class PalaestraServer:
         assert self._server is not None
         await self._server.wait_for_termination()
 
+    def drain(self) -> None:
+        """No new episodes from now on: opens are refused with UNAVAILABLE ("replica draining: open episodes
+        on another replica"), while the open episodes go on to their end and health stays SERVING (they are
+        still served). `palaestra cluster drain` does this to a replica; `stop` drains and then stops."""
+        self.runtime.drained = True
+
     async def stop(self, grace: float | None = None) -> None:
         """Drain: health reports NOT_SERVING and new episodes are refused while the server keeps serving
         the requests in flight, for up to `grace` seconds (config grace_s); then the transport stops,

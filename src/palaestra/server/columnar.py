@@ -27,7 +27,7 @@ from palaestra import wire
 from palaestra.env import EnvContext, EnvRegistration, InvalidAction, VectorEnv, VectorizedFactory, VectorStep
 from palaestra.registry import UnknownEnvironment
 from palaestra.server.episodes import new_episode_id
-from palaestra.server.errors import ServiceError, exhausted, invalid, not_found, precondition, unavailable
+from palaestra.server.errors import ServiceError, exhausted, invalid, not_found, precondition
 from palaestra.server.validation import check_options, check_seed, describe_space
 from palaestra.v1 import env_pb2
 
@@ -90,8 +90,7 @@ class VectorTable:
         self, request: env_pb2.VectorOpenRequest, owner: str, principal: Principal | None = None
     ) -> env_pb2.VectorResult:
         runtime = self.runtime
-        if runtime.draining:
-            raise unavailable("the server is shutting down and opens no new episodes")
+        runtime.check_opening()
         try:
             registration = runtime.plugins.envs.get(request.env_id)
         except UnknownEnvironment as exc:

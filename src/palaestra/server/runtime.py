@@ -45,20 +45,30 @@ class Runtime:
         self.metrics = Metrics()
         self.table = EpisodeTable(config.max_episodes, config.max_episodes_per_client, config.env_threads)
         self.vectors = VectorTable(self)  # columnar batches (server/columnar.py)
-        self.draining = False
+        self.draining = False  # the server is stopping: no new episodes
+        # Drained by an operator (`palaestra cluster drain`): no new episodes; the open ones go on to their
+        # end and health stays SERVING (docs/deployment.md).
+        self.drained = False
         self.llm_endpoints = endpoints_from_config(config.llm)  # [llm.NAME]: what options may name
         # Building per-step trajectory dicts costs as much as a small env step: skip it when nobody listens.
         self.record_trajectories = bool(plugins.hook.palaestra_episode_finished.get_hookimpls())
 
     # ------------------------------------------------------------ open
 
+    def check_opening(self) -> None:
+        """Refuse new episodes (and vectors) while stopping or drained: UNAVAILABLE, so that the client opens
+        them on another replica; requests about open episodes go on."""
+        if self.draining:
+            raise unavailable("the server is shutting down and opens no new episodes")
+        if self.drained:
+            raise unavailable("replica draining: open episodes on another replica")
+
     async def open(
         self, request: env_pb2.OpenRequest, owner: str, principal: Principal | None = None
     ) -> env_pb2.OpenResponse:
         """Open episodes for `owner` (the stream or unary caller that may use them), counted against
         `principal`'s quotas (default: the owner, with the server's per-client limits)."""
-        if self.draining:
-            raise unavailable("the server is shutting down and opens no new episodes")
+        self.check_opening()
         try:
             registration = self.plugins.envs.get(request.env_id)
         except UnknownEnvironment as exc:
