@@ -14,6 +14,8 @@ A vector holds `num_envs` episodes of its principal's quota until it is closed.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from palaestra import types as t
 from palaestra import wire
 from palaestra.env import EnvContext, EnvRegistration, InvalidAction, VectorEnv, VectorizedFactory, VectorStep
 from palaestra.registry import UnknownEnvironment
+from palaestra.server.episode_vector import EpisodesVector, why_not_vectorized
 from palaestra.server.episodes import new_episode_id
 from palaestra.server.errors import ServiceError, exhausted, invalid, not_found, precondition
 from palaestra.server.validation import check_options, check_seed, describe_space
@@ -96,10 +99,9 @@ class VectorTable:
         except UnknownEnvironment as exc:
             raise not_found(str(exc)) from None
         factory = registration.factory
-        if not isinstance(factory, VectorizedFactory):
+        if not isinstance(factory, VectorizedFactory) and (why := why_not_vectorized(registration.spec)):
             raise invalid(
-                f"{request.env_id} has no vector step (its plugin registers none; the gym plugin's "
-                "classic-control and toy-text environments have one): step its episodes with StepRequest"
+                f"{request.env_id} cannot be stepped as a vector: {why}; step its episodes with StepRequest"
             )
         if not 1 <= request.num_envs <= MAX_VECTOR:
             raise invalid(f"num_envs must be between 1 and {MAX_VECTOR}, got {request.num_envs}")
@@ -122,7 +124,11 @@ class VectorTable:
             logger=logging.getLogger(f"palaestra.env.{registration.spec.id}"),
         )
         try:
-            env = factory.make_vector(context, count, mode)
+            if isinstance(factory, VectorizedFactory):
+                env: VectorEnv = factory.make_vector(context, count, mode)
+            else:  # no vector step: N episodes of the plain factory (server/episode_vector.py)
+                contexts = [dataclasses.replace(context, episode_id=f"{vector_id}/{i}") for i in range(count)]
+                env = EpisodesVector(registration.spec, factory, contexts, mode)
         except (InvalidAction, ValueError, KeyError) as exc:
             runtime.table.release_reservation(who, count)
             raise invalid(f"cannot open a vector of {registration.spec.id}: {exc}") from None
@@ -137,7 +143,7 @@ class VectorTable:
         self._vectors[vector_id] = vector
         runtime.metrics.episodes_opened.labels(registration.spec.id).inc(count)
         try:
-            result = self._run(vector, "reset", seed, options, None)
+            result = await self._run(vector, "reset", seed, options, None)
         except ServiceError:
             await self._discard(vector)
             raise
@@ -166,7 +172,7 @@ class VectorTable:
                 )
             if not mask.any():
                 raise invalid("reset_mask selects no episode; expected at least one True")
-        return self._run(vector, "reset", seed, options, mask)
+        return await self._run(vector, "reset", seed, options, mask)
 
     async def step(self, request: env_pb2.VectorStepRequest, owner: str) -> env_pb2.VectorResult:
         vector = self._get(request.vector_id, owner)
@@ -178,16 +184,22 @@ class VectorTable:
                 f"episodes {rows} of vector {vector.id} have ended and autoreset is disabled; reset them "
                 "(VectorResetRequest with a reset_mask) before stepping"
             )
-        return self._run(vector, "step", actions)
+        return await self._run(vector, "step", actions)
 
-    def _run(self, vector: Vector, method: str, *args: Any) -> env_pb2.VectorResult:
+    async def _run(self, vector: Vector, method: str, *args: Any) -> env_pb2.VectorResult:
         """Call the vector environment once; check and pack what it returned."""
         out = env_pb2.VectorResult(vector_id=vector.id)
         if vector.infra_failure is not None:
             raise precondition(f"vector {vector.id} ended with an infrastructure failure; close it")
         started = time.perf_counter()
         try:
-            result = getattr(vector.env, method)(*args)
+            call = getattr(vector.env, method)
+            if getattr(vector.env, "runs_inline", True):
+                result = call(*args)
+            else:  # a fallback over episodes that run in the environment threads
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self.runtime.table.executor, call, *args
+                )
             broken = _broken(result, vector.num_envs)
         except InvalidAction as exc:
             raise invalid(f"{vector.spec.id}: {exc}") from None
