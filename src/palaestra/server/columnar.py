@@ -1,9 +1,10 @@
 """Vectors: N episodes of one tensor environment stepped as columns, one environment call per message.
 
 A client opens a vector (`VectorOpenRequest`) of an environment whose plugin registered a
-`VectorizedFactory`; every `VectorStepRequest` then carries one packed tensor of actions and is answered
-by stacked observations and reward/terminated/truncated arrays (`VectorResult`): no per-episode
-messages, dataclasses or checks on the way. Autoreset follows Gymnasium's modes, chosen at open.
+`VectorizedFactory`, or of a single-agent tensor environment without one (then N episodes of its plain
+factory, server/episode_vector.py); every `VectorStepRequest` then carries one packed tensor of actions
+and is answered by stacked observations and reward/terminated/truncated arrays (`VectorResult`): no
+per-episode messages, dataclasses or checks on the way. Autoreset follows Gymnasium's modes, chosen at open.
 
 Errors (docs/protocol.md, "Vectors"): the vector is one unit. Everything is checked before the
 environment runs, so a bad request fails as a whole with nothing stepped (an action row outside the
