@@ -98,6 +98,43 @@ def test_two_clients_play_one_match(ta_server: ServerThread) -> None:
     assert outcomes == {"player_0": 1.0, "player_1": -1.0}
 
 
+def test_three_clients_play_one_three_player_match(ta_server: ServerThread) -> None:
+    """`ta/<game>/<N>p`: a game at another player count it accepts, one client per seat."""
+    seats = ("player_0", "player_1", "player_2")
+    finals: dict[str, EpisodeStep] = {}
+    seen: dict[str, set[str]] = {}
+
+    def play(seat: str) -> None:
+        with Client(ta_server.address) as client:
+            options = {"match_id": "ta-liars-3", "seat": seat}
+            [step] = client.open("ta/LiarsDice-v0/3p", seed=1, options=options)
+            seen[seat], moves = set(step.agents), 0
+            while not step.done:  # bid high, then call, in turn: dice are lost until one player is left
+                move = "[Call]" if moves % 2 else "[Bid: 9, 6]"
+                step = client.step(step.episode_id, {seat: Action(text=move)})
+                seen[seat], moves = seen[seat] | set(step.agents), moves + 1
+            finals[seat] = step
+
+    threads = [threading.Thread(target=play, args=(seat,)) for seat in seats]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert seen == {seat: {seat} for seat in seats}  # each client sees only its own seat
+    outcomes = sorted(
+        {c.name: c.value for c in finals[seat].agents[seat].components}["outcome"] for seat in seats
+    )
+    assert outcomes[-1] == 1.0 and outcomes[0] < 1.0  # one winner, the others did worse
+
+
+def test_player_counts_a_game_does_not_accept_are_not_found(ta_client: Client) -> None:
+    assert ta_client.describe("ta/Poker-v0/4p").agents == tuple(f"player_{i}" for i in range(4))
+    assert "ta/Poker-v0/<N>p" in ta_client.describe("ta/Poker-v0").description
+    with pytest.raises(PalaestraError) as refused:
+        ta_client.describe("ta/TicTacToe-v0/3p")
+    assert refused.value.code == grpc.StatusCode.NOT_FOUND and "it accepts 2" in str(refused.value)
+
+
 def test_self_play_moves_every_seat(ta_client: Client) -> None:
     [step] = ta_client.open(TICTACTOE, seed=0)
     moves = 0

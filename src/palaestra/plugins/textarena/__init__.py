@@ -5,7 +5,8 @@ Each game is served through the games plugin's machinery (docs/games.md): a `Tex
 TextArena environment, so the same id plays as self-play (no options: one client moves for every seat), or
 as one seat of a multi-client match (`{"match_id": ..., "seat": "player_1"}`), and two-seat games are
 rated by `run_tournament(..., game=textarena_game(env_id))` (OpenSkill). A single-player game has one seat,
-`player_0`. A game is served with the fewest players it accepts.
+`player_0`. `ta/<game id>` is the game with the fewest players it accepts; `ta/<game id>/<N>p` (e.g.
+`ta/Poker-v0/4p`) is the game with N players, for any N it accepts (up to 6; `palaestra envs` says which).
 
 TextArena keeps its own rules for invalid moves (it re-prompts, then the player loses); its rewards at the
 end are the `outcome` component. Every episode ends: after `max_plies` moves (default 200) it is truncated
@@ -45,6 +46,7 @@ __all__ = ["PREFIX", "TextArenaReferee", "game_ids", "palaestra_register_environ
 PREFIX = "ta/"
 MAX_PLIES = 200
 MAX_PLAYERS = 6
+PLAYERS_SUFFIX = re.compile(r"(?P<game>.+)/(?P<players>[1-9][0-9]?)p")
 # Some TextArena move parsers take quadratic time (ConnectFour: 39 s for a 100 kB reply): only the last
 # MAX_MOVE_CHARS characters of a reply reach the game, where the move of a reasoned reply is.
 MAX_MOVE_CHARS = 4096
@@ -247,21 +249,24 @@ def _referee(game_id: str, players: int, options: Mapping[str, Any]) -> Referee:
 @cache
 def textarena_game(env_id: str) -> GameDef:
     """The served definition of `ta/<game id>` (for the server and for `run_tournament(game=...)`).
-    Raises KeyError for an unknown id and EnvUnavailable for one that cannot be built here."""
-    game_id = env_id.removeprefix(PREFIX)
-    if game_id not in ENV_REGISTRY or not env_id.startswith(PREFIX):
-        raise KeyError(f"TextArena has no game {game_id!r}")
+    Raises KeyError for an unknown id, ValueError for a player count the game does not accept, and
+    EnvUnavailable for a game that cannot be built here."""
+    game_id, wanted = _parse_id(env_id)
     counts = player_counts(game_id)
     if not counts:
         raise EnvUnavailable(
             f"{env_id} could not start with 1 to {MAX_PLAYERS} players here (it may need an LLM or files "
             "the server lacks)"
         )
-    players = counts[0]
+    if wanted is not None and wanted not in counts:
+        accepted = ", ".join(map(str, counts))
+        raise ValueError(f"{game_id} cannot be played by {wanted} players; it accepts {accepted}")
+    players = wanted or counts[0]
     kind = "single-player" if players == 1 else f"{players}-player"
     spec = EnvSpec(
         id=env_id,
-        description=f"TextArena {game_id} ({kind}; accepts {', '.join(map(str, counts))} players)",
+        description=f"TextArena {game_id} ({kind}; accepts {', '.join(map(str, counts))} players"
+        + (f": {PREFIX}{game_id}/<N>p)" if len(counts) > 1 else ")"),
         observation_space=ChatSpace(),
         action_space=ChatSpace(),
         kind=EnvKind.SINGLE_AGENT if players == 1 else EnvKind.TURN_BASED,
@@ -272,6 +277,17 @@ def textarena_game(env_id: str) -> GameDef:
         options_schema=OPTIONS_SCHEMA,
     )
     return GameDef(spec, partial(_referee, game_id, players), bots={}, default_bot="")
+
+
+def _parse_id(env_id: str) -> tuple[str, int | None]:
+    """`ta/<game id>[/<N>p]` as (game id, N or None). KeyError when TextArena has no such game."""
+    game_id, players = env_id.removeprefix(PREFIX), None
+    counted = PLAYERS_SUFFIX.fullmatch(game_id)
+    if counted:
+        game_id, players = counted["game"], int(counted["players"])
+    if not env_id.startswith(PREFIX) or game_id not in ENV_REGISTRY:
+        raise KeyError(f"TextArena has no game {game_id!r}")
+    return game_id, players
 
 
 def _build(game: GameDef, context: EnvContext) -> AnyEnv:
