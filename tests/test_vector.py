@@ -392,3 +392,21 @@ def test_an_environment_without_a_vector_step_is_served_per_episode(
     np.testing.assert_array_equal(again, local.reset()[0])
     remote.close()
     local.close()
+
+
+def test_the_fallback_truncates_at_the_declared_step_limit(failing_server: ServerThread) -> None:
+    from palaestra.server.episodes import SERVER_TRUNCATION
+
+    remote = RemoteVectorEnv(
+        failing_server.address, "vectortest/walk-limited", 2, autoreset_mode=AutoresetMode.SAME_STEP
+    )
+    remote.reset(seed=0)
+    ones = np.ones(2, dtype=np.int64)
+    _, _, terminated, truncated, infos = remote.step(ones)
+    assert not (terminated | truncated).any() and "final_obs" not in infos
+    obs, rewards, terminated, truncated, infos = remote.step(ones)  # position 2 of 3: cut by the limit
+    assert truncated.tolist() == [True, True] and not terminated.any() and rewards.tolist() == [2.0, 2.0]
+    assert infos["_final_obs"].tolist() == [True, True]
+    assert infos["final_info"][SERVER_TRUNCATION].tolist() == [2, 2]  # Gymnasium's dict of arrays
+    assert obs[:, 0].tolist() == [0.0, 0.0]  # reset in the same step
+    remote.close()

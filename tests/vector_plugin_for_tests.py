@@ -70,7 +70,7 @@ class Failing(VectorEnv):
         return self._columns(self.num_envs - 1 if actions[0] == 2 else self.num_envs)
 
 
-class Walk(gym.Env[np.ndarray, int]):
+class Walk(gym.Env[np.ndarray, np.int64]):
     """A short random walk: action 1 steps +1, 0 steps -1; terminated at |position| 3, truncated after 6
     steps. The observation's second entry and the reset info draw from the episode's random stream."""
 
@@ -84,7 +84,7 @@ class Walk(gym.Env[np.ndarray, int]):
         self.position, self.steps = 0, 0
         return self._observation(), {"start": float(self.np_random.random())}
 
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: np.int64) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         self.position += 1 if action else -1
         self.steps += 1
         terminated = abs(self.position) >= 3
@@ -107,7 +107,7 @@ class WalkEpisode(Env):
 
     def step(self, actions: Mapping[str, Action]) -> StepResult:
         [action] = actions.values()
-        obs, reward, terminated, truncated, info = self.env.step(int(action.discrete or 0))
+        obs, reward, terminated, truncated, info = self.env.step(np.int64(action.discrete or 0))
         result = AgentResult(Observation(tensor=obs), reward, terminated=terminated, truncated=truncated)
         result.info = info
         return StepResult.single(result)
@@ -131,3 +131,11 @@ def palaestra_register_environments(registry: EnvRegistry, config: Mapping[str, 
         action_space=DiscreteSpace(n=2),
     )
     registry.add(walk, lambda ctx: WalkEpisode())
+    limited = EnvSpec(
+        id="vectortest/walk-limited",
+        description="vectortest/walk with a declared limit of 2 steps (the server truncates there)",
+        observation_space=walk.observation_space,
+        action_space=walk.action_space,
+        max_episode_steps=2,
+    )
+    registry.add(limited, lambda ctx: WalkEpisode())
