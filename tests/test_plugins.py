@@ -3,6 +3,7 @@ failures reported (and fatal under strict plugins); the client-side hooks; the E
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -26,7 +27,10 @@ def test_builtin_plugins_are_found_through_entry_points() -> None:
     assert plugins.envs.get("echo").spec.plugin == "echo"
     assert "echo" in plugins.loaded["echo"].environments
     assert plugins.envs.get("echo/text").spec.id == "echo/text"  # the former id still resolves
-    assert not plugins.failures
+    # verifiers pins packages the project's venv cannot share (mcp==2.0.0): there its plugin is
+    # unavailable (it serves from a venv of its own, tests/test_plugin_verifiers.py); nothing else may fail
+    failures = {name: failure.state for name, failure in plugins.failures.items()}
+    assert failures in ({}, {"verifiers_envs": PluginState.UNAVAILABLE}), plugins.failures
 
 
 def test_disable_by_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -225,8 +229,14 @@ def test_base_install_without_games_prints_no_import_error() -> None:
 def test_failed_plugin_shown_by_palaestra_plugins() -> None:
     listing = _palaestra("plugins", "--plugin", "broken_plugin_for_tests", *QUIET)
     assert listing.returncode == 1, listing.stdout + listing.stderr
-    [row] = [line for line in listing.stdout.splitlines() if "broken_plugin_for_tests" in line]
-    assert "failed" in row and "failed on purpose" in row
+    lines = listing.stdout.splitlines()
+    [start] = [i for i, line in enumerate(lines) if "broken_plugin_for_tests" in line]
+    # the error cell may wrap onto continuation lines (the table is 140 columns wide)
+    wrapped = itertools.takewhile(
+        lambda line: line.startswith("│ ") and line.split("│")[1].isspace(), lines[start + 1 :]
+    )
+    error = " ".join(line.split("│")[-2].strip() for line in [lines[start], *wrapped])
+    assert "failed" in lines[start] and "failed on purpose" in error, listing.stdout
     strict = _palaestra("plugins", "--plugin", "broken_plugin_for_tests", PALAESTRA_STRICT_PLUGINS="1")
     assert strict.returncode == 2 and "failed on purpose" in strict.stdout
 
