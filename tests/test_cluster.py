@@ -204,6 +204,20 @@ def test_palaestra_eval_against_the_cluster_spreads_over_both_replicas(
     assert all(e["opened"] > before[e["replica_id"]] for e in snapshot), (before, snapshot)
 
 
+def test_a_command_in_another_process_finds_the_replicas_through_the_directory(
+    cluster: tuple[Any, RayCluster],
+) -> None:
+    """`palaestra run --address directory:` in a process that is not in Ray yet: the client joins the
+    cluster (RAY_ADDRESS) from its own event-loop thread, finds the directory and runs the episodes."""
+    nodes, control = cluster
+    before = sum(e["opened"] for e in _healthy(control))
+    env = {**os.environ, "RAY_ADDRESS": nodes.address}  # what `ray.init(address="auto")` honours
+    command = [sys.executable, "-m", "palaestra", "run", "echo", "--episodes", "4", "--address", "directory:"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    control.wait_for(lambda s: sum(e["opened"] for e in s) - before == 4, timeout_s=60)
+
+
 def test_ppo_runs_against_the_cluster(cluster: tuple[Any, RayCluster]) -> None:
     pytest.importorskip("torch")
     from palaestra.agents.ppo import PPO, PPOConfig
