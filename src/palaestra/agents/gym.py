@@ -72,6 +72,13 @@ def _observation(space: gym.Space[Any], result: t.AgentResult) -> Any:
     return "\n".join(m.content for m in obs.messages)[:TEXT_LIMIT]
 
 
+def connect(address_or_client: str | Client, client_args: Mapping[str, Any]) -> tuple[Client, bool]:
+    """The client a wrapper uses, and whether the wrapper made it (and so closes it when it closes)."""
+    if isinstance(address_or_client, Client):
+        return address_or_client, False
+    return Client(address_or_client, **client_args), True
+
+
 def _check(step: t.EpisodeStep) -> t.EpisodeStep:
     if step.infra_failure is not None:
         raise InfraFailureError(f"{step.infra_failure.source}: {step.infra_failure.message}")
@@ -95,14 +102,8 @@ class RemoteEnv(gym.Env[Any, Any]):
             raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
         self.render_mode = render_mode
         self._frame: Any = None
-        owns = isinstance(address_or_client, str)
         self._address, self._client_kwargs = address_or_client, client_args
-        self.client = (
-            Client(address_or_client, **client_args)
-            if isinstance(address_or_client, str)
-            else address_or_client
-        )
-        self._owns_client = owns
+        self.client, self._owns_client = connect(address_or_client, client_args)
         self.env_id = env_id
         self.open_options = dict(options or {})
         if render_mode is not None:

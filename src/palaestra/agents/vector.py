@@ -41,7 +41,7 @@ from gymnasium.vector import AutoresetMode
 
 from palaestra import wire
 from palaestra.agents.client import Client, PalaestraError, StreamBroken
-from palaestra.agents.gym import InfraFailureError, gym_space
+from palaestra.agents.gym import InfraFailureError, connect, gym_space
 from palaestra.v1 import env_pb2
 
 _MODES = {
@@ -68,12 +68,7 @@ class RemoteVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         `client_args` go to `Client` when an address is given."""
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         self.metadata = {"autoreset_mode": self.autoreset_mode}
-        self._owns_client = isinstance(address_or_client, str)
-        self.client = (
-            Client(address_or_client, **client_args)
-            if isinstance(address_or_client, str)
-            else address_or_client
-        )
+        self.client, self._owns_client = connect(address_or_client, client_args)
         self.env_id = env_id
         self.num_envs = num_envs
         self.open_options = dict(options or {})
