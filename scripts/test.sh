@@ -33,7 +33,8 @@ quiet pip install -q --upgrade pip
 quiet pip install -q -c .ci/constraints.txt -e ".[dev]"
 python -c "import palaestra, torch, grpc; print('palaestra', palaestra.__version__, 'torch', torch.__version__)"
 # verifiers pins mcp==2.0.0 (the project's venv has a newer mcp), so it gets a venv of its own; `uv` runs
-# its chat harness. tests/test_adapter_verifiers.py runs vf-eval from here.
+# its chat harness. tests/test_adapter_verifiers.py runs vf-eval from here; tests/test_plugin_verifiers.py
+# serves vf/<name> environments from here.
 VF_VENV="$ROOT/.ci-work/venv-verifiers"
 if [ ! -x "$VF_VENV/bin/python" ]; then python3 -m venv "$VF_VENV"; fi
 quiet "$VF_VENV/bin/pip" install -q --upgrade pip
