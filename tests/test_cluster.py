@@ -93,7 +93,7 @@ def _healthy(control: RayCluster) -> list[dict[str, Any]]:
     return control.status(include_unhealthy=False)
 
 
-def _settled(control: RayCluster, timeout_s: float = 30.0) -> None:
+def _settled(control: RayCluster, timeout_s: float = 60.0) -> None:
     """Wait until every replica has reported no open episodes (reports lag by up to a report interval),
     so that placement by free capacity starts from equal replicas."""
     deadline = time.monotonic() + timeout_s
@@ -188,6 +188,7 @@ def test_palaestra_eval_against_the_cluster_spreads_over_both_replicas(
     from palaestra.cli import main
 
     _, control = cluster
+    _settled(control)  # reports that still count the previous test's episodes would skew placement
     before = {e["replica_id"]: e["opened"] for e in _healthy(control)}
     out = tmp_path / "eval.jsonl"
     with StubOpenAI(say_the_word) as stub:
@@ -210,6 +211,7 @@ def test_a_command_in_another_process_finds_the_replicas_through_the_directory(
     """`palaestra run --address directory:` in a process that is not in Ray yet: the client joins the
     cluster (RAY_ADDRESS) from its own event-loop thread, finds the directory and runs the episodes."""
     nodes, control = cluster
+    _settled(control)  # every episode opened so far is in the reports
     before = sum(e["opened"] for e in _healthy(control))
     env = {**os.environ, "RAY_ADDRESS": nodes.address}  # what `ray.init(address="auto")` honours
     command = [sys.executable, "-m", "palaestra", "run", "echo", "--episodes", "4", "--address", "directory:"]
