@@ -183,7 +183,20 @@ __all__ = ["BrokenTaskset"]
 
 # the other plugins are not needed here (and some of their extras are not in the verifiers venv)
 DISABLED = ("code", "math", "games", "tools", "gym", "reasoning_gym", "textarena")
-MODULES = {"vf_test_sums": SUMS, "vf_test_guess": GUESS, "vf_test_calc": CALC, "vf_test_broken": BROKEN}
+# not a verifiers environment: a client naming it must not get it imported
+UNRELATED = """
+from pathlib import Path
+
+Path(__file__).with_suffix(".imported").write_text("imported")
+"""
+
+MODULES = {
+    "vf_test_sums": SUMS,
+    "vf_test_guess": GUESS,
+    "vf_test_calc": CALC,
+    "vf_test_broken": BROKEN,
+    "vf_test_unrelated": UNRELATED,
+}
 
 SERVER = """
 import sys
@@ -269,6 +282,17 @@ def test_single_turn_rubric_functions_are_weighted_components(client: Client) ->
     assert "verifiers" in spec.tags
 
 
+def test_only_verifiers_modules_are_imported(client: Client, modules: Path) -> None:
+    refusals = {}
+    for env_id in ("vf/no_such_verifiers_module", "vf/vf_test_unrelated", "vf/os.path"):
+        with pytest.raises(PalaestraError) as unknown:
+            client.open(env_id)
+        assert unknown.value.code == grpc.StatusCode.NOT_FOUND, env_id
+        refusals[env_id] = str(unknown.value)
+    assert "is not a verifiers environment" in refusals["vf/vf_test_unrelated"]
+    assert not (modules / "vf_test_unrelated.imported").exists()  # refused without importing it
+
+
 def test_open_options_are_the_taskset_config(client: Client) -> None:
     questions = set()
     for seed in range(8):
@@ -283,9 +307,6 @@ def test_open_options_are_the_taskset_config(client: Client) -> None:
     with pytest.raises(PalaestraError) as refused:
         client.open("vf/vf_test_sums", options={"task": {"rewards": {}}})  # plugs code by path: refused
     assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    with pytest.raises(PalaestraError) as unknown:
-        client.open("vf/no_such_verifiers_module")
-    assert unknown.value.code == grpc.StatusCode.NOT_FOUND
 
 
 def test_an_env_run_plays_several_turns(client: Client) -> None:

@@ -47,7 +47,7 @@ from palaestra.types import EnvSpec
 __all__ = ["PREFIX", "palaestra_register_environments", "resolve"]
 
 PREFIX = "vf/"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")  # a top-level module name (- for _), as verifiers ids
 
 
 def resolve(env_id: str) -> tuple[EnvSpec, EnvFactory] | None:

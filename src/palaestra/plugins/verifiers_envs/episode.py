@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import inspect
 import itertools
 import json
@@ -29,6 +30,7 @@ import typing
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -104,13 +106,16 @@ def served_environment(env_id: str) -> tuple[EnvSpec, EnvFactory] | None:
 
 def _served(env_id: str) -> Served | None:
     name = env_id.split("/", 1)[1]
-    module = name.replace("-", "_").lower()
+    module = name.replace("-", "_").lower()  # the module verifiers' loader imports for the id
+    found = _verifiers_module(module)
+    if found is None:
+        return None  # no such module: NOT_FOUND
+    if not found:
+        raise ValueError(f"the module {module!r} is not a verifiers environment (it does not use verifiers)")
     try:
         loaders.import_taskset(name)
     except ModuleNotFoundError as exc:
         missing = getattr(exc.__cause__, "name", None) or exc.name or ""
-        if missing in (module, f"verifiers.v1.tasksets.{module}") or module.startswith(f"{missing}."):
-            return None  # no such module: NOT_FOUND
         raise EnvUnavailable(f"{env_id} needs the module {missing!r}, which is not installed") from None
     except Exception as exc:  # the module exists but does not import here (a missing extra, a bad install)
         raise EnvUnavailable(f"{env_id} cannot be imported: {type(exc).__name__}: {exc}") from None
@@ -144,6 +149,26 @@ def _served(env_id: str) -> Served | None:
         seat=seats[0],
         rewards=_reward_functions(task_class),
     )
+
+
+def _verifiers_module(module: str) -> bool | None:
+    """Whether the module `vf/<name>` names uses verifiers (None: there is none). A client chooses the
+    name, so an installed module whose source (for a package: its top-level files) never mentions
+    verifiers is not imported at all (its import could do anything); verifiers' own tasksets are."""
+    namespaced = f"verifiers.v1.tasksets.{module}"
+    if importlib.util.find_spec(namespaced) is not None:
+        return True
+    spec = importlib.util.find_spec(module)  # a top-level name (no dots): imports nothing
+    if spec is None:
+        return None
+    sources = [Path(spec.origin)] if spec.origin and spec.origin.endswith(".py") else []
+    for folder in spec.submodule_search_locations or ():
+        sources += sorted(Path(folder).glob("*.py"))
+    for source in sources:
+        with contextlib.suppress(OSError):
+            if "verifiers" in source.read_text(errors="replace"):
+                return True
+    return False
 
 
 def _seats(env_config_class: Any) -> list[str]:
