@@ -331,13 +331,17 @@ async def test_grpo_rollouts_complete_when_a_replica_dies_mid_run(cluster: tuple
 
 
 def test_drain_then_remove_while_a_run_goes_on(cluster: tuple[Any, RayCluster]) -> None:
-    _, control = cluster
+    nodes, control = cluster
     control.wait_for(lambda s: len(s) == 2, timeout_s=90)
     leaving, staying = sorted(_healthy(control), key=lambda e: e["replica_id"])
     with Client(DIRECTORY, refresh_s=0.0) as client:
         ids = [e.episode_id for i in range(4) for e in client.open("echo", seed=i, count=2)]
         assert {_multi(client).replica_of(i) for i in ids} == {leaving["address"], staying["address"]}
-        control.drain(leaving["replica_id"])
+        drain = [sys.executable, "-m", "palaestra", "cluster", "drain", leaving["replica_id"]]
+        done = subprocess.run(
+            [*drain, "--ray-address", nodes.address], capture_output=True, text=True, timeout=180
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
         with Client(leaving["address"]) as direct:  # its server itself refuses new episodes, saying why
             with pytest.raises(PalaestraError) as refused:
                 direct.open("echo")

@@ -37,7 +37,9 @@ def add_cluster_subcommands(commands: Any) -> None:
     status.add_argument("--json", action="store_true", help="print the directory's snapshot as JSON")
     status.set_defaults(handler=cmd_status)
 
-    drain = sub.add_parser("drain", help="no new episodes on a replica")
+    drain = sub.add_parser(
+        "drain", help="no new episodes on a replica (its server refuses opens; its open episodes go on)"
+    )
     _common(drain)
     drain.add_argument("replica", help="a replica id from `status`")
     drain.set_defaults(handler=cmd_drain)
@@ -73,7 +75,15 @@ def _print(snapshot: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(
-        "replica", "address", "healthy", "draining", "open", "free slots", "free sandboxes", "restarts"
+        "replica",
+        "address",
+        "healthy",
+        "draining",
+        "open",
+        "free slots",
+        "free sandboxes",
+        "opened",
+        "restarts",
     )
     for e in snapshot:
         table.add_row(
@@ -84,6 +94,7 @@ def _print(snapshot: list[dict[str, Any]]) -> None:
             str(e["open_episodes"]),
             str(e["free_episodes"]),
             str(e["free_sandboxes"]),
+            str(e["opened"]),
             str(e["incarnation"]),
         )
     Console().print(table)
