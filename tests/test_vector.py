@@ -410,3 +410,20 @@ def test_the_fallback_truncates_at_the_declared_step_limit(failing_server: Serve
     assert infos["final_info"][SERVER_TRUNCATION].tolist() == [2, 2]  # Gymnasium's dict of arrays
     assert obs[:, 0].tolist() == [0.0, 0.0]  # reset in the same step
     remote.close()
+
+
+def test_the_fallback_refuses_as_a_whole_or_stops(failing_server: ServerThread) -> None:
+    """An episode that refuses (InvalidAction) before any row ran: INVALID_ARGUMENT, the vector goes on.
+    After other rows ran: INVALID_ARGUMENT, and the vector refuses to go on (its rows moved unseen)."""
+    remote = RemoteVectorEnv(failing_server.address, "vectortest/walk", 3)
+    remote.reset(seed=0)
+    with pytest.raises(PalaestraError) as first_row:
+        remote.reset(seed=10, options={"refuse_seed": 10})
+    assert first_row.value.code is grpc.StatusCode.INVALID_ARGUMENT and "episode 0" in str(first_row.value)
+    remote.step(np.ones(3, dtype=np.int64))  # nothing was reset: it goes on
+    with pytest.raises(PalaestraError) as later_row:
+        remote.reset(seed=10, options={"refuse_seed": 11})
+    assert later_row.value.code is grpc.StatusCode.INVALID_ARGUMENT and "episode 1" in str(later_row.value)
+    with pytest.raises(PalaestraError, match="close it"):
+        remote.step(np.ones(3, dtype=np.int64))
+    remote.close()

@@ -4,7 +4,8 @@ environment without a vector step (served by the server's per-episode fallback).
 `vectortest/failing`: action row 0 says what its vector step does: 0 steps normally, 1 raises, 2 returns
 too few rows (a broken vector contract).
 `vectortest/walk`: `Walk` (a Gymnasium env, so tests can run it locally in a `SyncVectorEnv`) behind a
-plain single-episode factory; its episodes run in the server's environment threads (not inline)."""
+plain single-episode factory; its episodes run in the server's environment threads (not inline). An
+episode reset with the option `refuse_seed` equal to its seed refuses it (InvalidAction)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from palaestra import (
     StepResult,
     hookimpl,
 )
-from palaestra.env import VectorEnv, VectorizedFactory, VectorStep
+from palaestra.env import InvalidAction, VectorEnv, VectorizedFactory, VectorStep
 from palaestra.registry import EnvRegistry
 
 SPEC = EnvSpec(
@@ -102,6 +103,8 @@ class WalkEpisode(Env):
         self.env = Walk()
 
     def reset(self, seed: int | None = None, options: Mapping[str, Any] | None = None) -> StepResult:
+        if seed is not None and seed == (options or {}).get("refuse_seed"):
+            raise InvalidAction(f"this episode refuses seed {seed}")
         obs, info = self.env.reset(seed=seed)
         return StepResult.single(AgentResult(observation=Observation(tensor=obs), info=info))
 

@@ -5,7 +5,10 @@ as a vector: the server builds N episodes with the plugin's factory, and each ve
 them one after another, as Gymnasium's `SyncVectorEnv` does locally. The client's side is the same as for
 a native vector: one `VectorStepRequest` per step, one reply of stacked columns (docs/protocol.md,
 "Vectors"). What the per-episode path checks still holds: every result keeps the reward contract and a
-declared `max_episode_steps` is reported as truncation.
+declared `max_episode_steps` is reported as truncation. An episode may still refuse an action inside the
+action space, or reset options (InvalidAction, INVALID_ARGUMENT naming the row): refused before any row
+ran, the vector goes on; refused after, the rows that ran moved where the client cannot see them, so the
+vector refuses every later call (close it).
 
 Served this way: single-agent environments with a Box or Discrete observation space whose episodes are
 synchronous (`Env`) and lease no sandboxes. When the episodes do not run inline, the vector's calls run in
@@ -16,13 +19,13 @@ at once). Chat and text episodes keep the per-episode form.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from palaestra import types as t
-from palaestra.env import AsyncEnv, EnvContext, EnvFactory, VectorEnv, VectorStep
+from palaestra.env import AsyncEnv, EnvContext, EnvFactory, InvalidAction, VectorEnv, VectorStep
 from palaestra.server.episodes import SERVER_TRUNCATION
 from palaestra.server.validation import check_result
 
@@ -75,21 +78,40 @@ class EpisodesVector(VectorEnv):
         self.steps = np.zeros(self.num_envs, dtype=np.int64)
         self.to_reset = np.zeros(self.num_envs, dtype=np.bool_)  # next-step autoreset: reset at next step
         self.lock = threading.Lock()
+        self.calls = 0  # environment calls made (a refusal after some means rows have moved)
+        self.refused = ""  # why the vector cannot go on, after a refusal that came too late
 
     def reset(
         self, seed: int | None, options: Mapping[str, Any], mask: np.ndarray | None = None
     ) -> VectorStep:
         with self.lock:
-            return self._reset_rows(seed, options, mask)
+            return self._refusable(self._reset_rows, seed, options, mask)
 
     def step(self, actions: np.ndarray) -> VectorStep:
         with self.lock:
-            return self._step_rows(actions)
+            return self._refusable(self._step_rows, actions)
 
     def close(self) -> None:
         with self.lock:
             for env in self.envs:
                 env.close()
+
+    def _refusable(self, call: Callable[..., VectorStep], *args: Any) -> VectorStep:
+        """Run a reset or step of the rows. An episode that refuses its action or reset options
+        (InvalidAction: INVALID_ARGUMENT for the client) after other rows were already reset or stepped
+        leaves the vector out of step with what the client saw: the vector refuses to go on."""
+        if self.refused:
+            raise InvalidAction(self.refused)
+        before = self.calls
+        try:
+            return call(*args)
+        except InvalidAction as exc:
+            if self.calls == before:
+                raise  # nothing was reset or stepped: the vector goes on
+            self.refused = (
+                f"{exc}; the rows before it had already been run, so this vector cannot go on: close it"
+            )
+            raise InvalidAction(self.refused) from None
 
     # ------------------------------------------------------------ the rows
 
@@ -117,7 +139,11 @@ class EpisodesVector(VectorEnv):
                 infos[i] = self._reset(i, None, {})
                 self.to_reset[i] = False
                 continue
-            result = self.envs[i].step({self.agent: self._action(actions[i])})
+            try:
+                result = self.envs[i].step({self.agent: self._action(actions[i])})
+            except InvalidAction as exc:
+                raise InvalidAction(f"episode {i}: {exc}") from None
+            self.calls += 1
             agent = self._checked(result, i, "step")
             self.steps[i] += 1
             limit = self.spec.max_episode_steps
@@ -150,7 +176,12 @@ class EpisodesVector(VectorEnv):
         )
 
     def _reset(self, i: int, seed: int | None, options: Mapping[str, Any]) -> dict[str, Any]:
-        agent = self._checked(self.envs[i].reset(seed, dict(options)), i, "reset")
+        try:
+            result = self.envs[i].reset(seed, dict(options))
+        except InvalidAction as exc:
+            raise InvalidAction(f"episode {i}: {exc}") from None
+        self.calls += 1
+        agent = self._checked(result, i, "reset")
         self.observations[i] = self._observation(agent, i)
         self.steps[i] = 0
         return dict(agent.info)
