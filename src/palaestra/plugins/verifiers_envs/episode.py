@@ -44,6 +44,7 @@ from verifiers.v1.trace import AgentInfo, Trace, TraceTask
 from verifiers.v1.types import content_text
 from verifiers.v1.utils import loaders
 from verifiers.v1.utils.decorators import discover_decorated
+from verifiers.v1.utils.version import verifiers_commit
 
 from palaestra.env import AsyncEnv, EnvContext, EnvFactory, InfraError, InvalidAction
 from palaestra.registry import EnvUnavailable
@@ -264,6 +265,7 @@ def load_tasks(served: Served, config: Any) -> list[Any]:
     """The taskset's tasks for `config` (the first INFINITE_TASKS of an infinite one), kept for the
     recent configurations: a group of episodes loads the dataset once."""
     key = (served.name, config.model_dump_json())
+    verifiers_commit()  # every Trace records it; found once (it may run git), here off the event loop
     with _TASKS_LOCK:
         tasks = _TASKS.get(key)
         if tasks is None:
@@ -543,7 +545,7 @@ class VerifiersEnv(AsyncEnv):
         tasks = await asyncio.to_thread(load_tasks, self.served, config)
         if not tasks:
             raise InfraError("environment", f"{self.served.env_id}: the taskset yields no tasks")
-        self.task = pick_task(tasks, merged.get("task", self.context.task), seed)
+        self.task = pick_task(tasks, self.context.task, seed)
         self.tools = Tools()
         self.traces, self.pending, self.turns, self._first = [], [], 0, True
         self._events = asyncio.Queue()
