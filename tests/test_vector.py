@@ -427,3 +427,19 @@ def test_the_fallback_refuses_as_a_whole_or_stops(failing_server: ServerThread) 
     with pytest.raises(PalaestraError, match="close it"):
         remote.step(np.ones(3, dtype=np.int64))
     remote.close()
+
+
+def test_remote_vector_env_raises_infra_failures_and_reopens(failing_server: ServerThread) -> None:
+    from palaestra.agents.gym import InfraFailureError
+
+    remote = RemoteVectorEnv(failing_server.address, "vectortest/failing", 3)
+    remote.reset()
+    failed_id = remote.vector_id
+    with pytest.raises(InfraFailureError, match="the simulator crashed"):
+        remote.step(np.array([1, 0, 0]))  # never a reward: the failure raises
+    assert remote.vector_id == ""  # forgotten, and closed on the server
+    assert failed_id not in failing_server.server.runtime.vectors._vectors  # type: ignore[union-attr]
+    remote.reset()  # a new vector
+    assert remote.vector_id != failed_id
+    assert remote.step(np.zeros(3, dtype=np.int64))[1].tolist() == [1.0, 1.0, 1.0]
+    remote.close()
