@@ -53,7 +53,7 @@ def cluster() -> Iterator[tuple[Any, RayCluster]]:
     ray.init(address=nodes.address, namespace="palaestra", log_to_driver=False)
     control = RayCluster()
     try:
-        control.up(overrides=PER_REPLICA, max_restarts=2)
+        control.up(overrides=PER_REPLICA, max_restarts=3)  # the first replica is killed three times
         yield nodes, control
     finally:
         try:
@@ -359,6 +359,18 @@ def test_drain_then_remove_while_a_run_goes_on(cluster: tuple[Any, RayCluster]) 
         steps = client.step_many({i: "still" for i in ids + fresh})  # episodes on the drained one go on
         assert all(s.infra_failure is None for s in _ok(steps))
         client.close(ids)  # the run finishes its episodes there; removal waits for that
+
+        # A drained replica that dies comes back (Ray); the answer to its first report drains it again.
+        control.kill(leaving["replica_id"])
+        _wait_gone(leaving["pid"])
+        back = control.wait_for(
+            lambda s: any(e["replica_id"] == leaving["replica_id"] and e["pid"] != leaving["pid"] for e in s),
+            timeout_s=90,
+        )
+        address = next(e["address"] for e in back if e["replica_id"] == leaving["replica_id"])
+        with Client(address) as direct, pytest.raises(PalaestraError) as refused:
+            direct.open("echo")
+        assert refused.value.code == grpc.StatusCode.UNAVAILABLE
         control.remove(leaving["replica_id"], timeout_s=30)
         assert [e["replica_id"] for e in control.status()] == [staying["replica_id"]]
         more = [e.episode_id for e in client.open("echo", count=2)]
