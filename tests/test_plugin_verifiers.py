@@ -146,6 +146,10 @@ class ProductTask(vf.Task[ProductData]):
     async def correct(self, task, trace) -> float:
         return float(trace.last_reply.strip() == str(task.answer))
 
+    @vf.reward(weight=0.5)
+    async def style(self, trace) -> dict:
+        return {"used_tool": float(bool(trace.tool_messages)), "short": float(len(trace.last_reply) <= 4)}
+
     @vf.metric
     async def tool_calls(self, trace) -> float:
         return float(len(trace.tool_messages))
@@ -277,6 +281,15 @@ def test_single_turn_rubric_functions_are_weighted_components(client: Client) ->
         [episode] = client.open("vf/vf_test_sums", seed=seed)
         wrong = client.step(episode.episode_id, f"I believe it is {a + b + 1}, but I am not sure.")
         assert components(wrong) == {"correct": (0.0, 1.0), "brief": (0.0, 0.5)} and wrong.result.reward == 0
+    group = client.open("vf/vf_test_sums", seed=7, count=4)  # a GRPO group: one task, four episodes
+    assert len({step.result.observation.messages[-1].content for step in group}) == 1
+    replies = dict(zip([step.episode_id for step in group], ["3", "4", "3", "three"], strict=True))
+    question = group[0].result.observation.messages[-1].content
+    expected = str(sum(int(n) for n in question.removeprefix("What is ").rstrip("?").split(" + ")))
+    rewards = {e: step.result.reward for e, step in client.step_many(replies).items()}
+    assert rewards == {
+        e: (1.5 if reply == expected else 0.5 if len(reply) <= 8 else 0.0) for e, reply in replies.items()
+    }
     spec = client.describe("vf/vf_test_sums")
     assert [c.name for c in spec.reward_components] == ["brief", "correct", "env.*"]
     assert "verifiers" in spec.tags
@@ -348,7 +361,9 @@ def test_toolset_tools_are_palaestra_tools(client: Client) -> None:
     [result] = done.result.observation.messages
     assert (result.role, result.content, result.tool_call_id) == ("tool", str(1234 * 5678), "c2")
     final = client.step(episode.episode_id, result.content)
-    assert final.done and components(final) == {"correct": (1.0, 1.0)}
+    assert final.done and final.result.reward == pytest.approx(1.5)
+    # keyed scores (a reward function returning a dict) arrive under the environment's family
+    assert components(final) == {"correct": (1.0, 1.0), "env.used_tool": (1.0, 0.5), "env.short": (0.0, 0.5)}
     assert final.result.info["metrics"] == {"tool_calls": 2.0}
 
 
