@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from palaestra.agents.vector import RemoteVectorEnv
 from palaestra.agents.ppo import PPO, PPOConfig
+from palaestra.agents.vector import RemoteVectorEnv
 from palaestra.server.app import ServerThread
 from palaestra.server.config import ServerConfig
 

@@ -13,8 +13,8 @@ pytest.importorskip("torch")
 
 import torch
 
-from palaestra.agents.vector import RemoteVectorEnv
 from palaestra.agents.ppo import PPO, PPOConfig, Rollout, advantages_gae
+from palaestra.agents.vector import RemoteVectorEnv
 
 
 def test_ppo_return_rises_on_cartpole_through_the_server(server_address: str) -> None:

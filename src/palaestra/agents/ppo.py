@@ -8,8 +8,9 @@ over shuffled minibatches.
 Autoreset: Gymnasium 1.x vector envs (and `RemoteVectorEnv`) by default reset a finished sub-env on the
 NEXT call to `step`, whose action is ignored and whose reward is 0. Those reset transitions are recorded
 but masked out of the loss and out of the episode returns; envs that reset in the same step need no mask.
-An episode's end (terminated or truncated) stops GAE there, so no final observation is needed. Episode returns are summed here from the rewards, so the
-numbers do not depend on any wrapper's bookkeeping.
+An episode's end, terminated or truncated, stops GAE there (a truncated episode is not bootstrapped from
+its final observation, as in CleanRL), so no final observation is needed. Episode returns are summed
+here from the rewards, so the numbers do not depend on any wrapper's bookkeeping.
 """
 
 from __future__ import annotations
