@@ -185,6 +185,29 @@ class BrokenTaskset(vf.Taskset[BrokenTask, vf.TasksetConfig]):
 __all__ = ["BrokenTaskset"]
 """
 
+CRASH = """
+import verifiers.v1 as vf
+
+
+class CrashEnvConfig(vf.EnvConfig):
+    player: vf.AgentConfig = vf.AgentConfig()
+
+
+class CrashEnv(vf.Env[CrashEnvConfig]):
+    async def run(self, task, agents):
+        async with agents.player.interaction(task) as interaction:
+            await interaction.turn()
+            raise RuntimeError("the game engine crashed")
+
+
+class CrashTaskset(vf.Taskset[vf.Task, vf.TasksetConfig]):
+    def load(self):
+        yield vf.Task(vf.TaskData(prompt="Make a move."), self.config.task)
+
+
+__all__ = ["CrashEnv", "CrashTaskset"]
+"""
+
 # the other plugins are not needed here (and some of their extras are not in the verifiers venv)
 DISABLED = ("code", "math", "games", "tools", "gym", "reasoning_gym", "textarena")
 # not a verifiers environment: a client naming it must not get it imported
@@ -199,6 +222,7 @@ MODULES = {
     "vf_test_guess": GUESS,
     "vf_test_calc": CALC,
     "vf_test_broken": BROKEN,
+    "vf_test_crash": CRASH,
     "vf_test_unrelated": UNRELATED,
 }
 
@@ -367,12 +391,18 @@ def test_toolset_tools_are_palaestra_tools(client: Client) -> None:
     assert final.result.info["metrics"] == {"tool_calls": 2.0}
 
 
-def test_a_rubric_function_that_raises_is_an_infrastructure_failure(client: Client) -> None:
+def test_the_environments_own_failures_are_infrastructure_failures(client: Client) -> None:
     [episode] = client.open("vf/vf_test_broken", seed=0)
     step = client.step(episode.episode_id, "anything")
     assert step.done and step.infra_failure is not None
     assert step.infra_failure.source == "verifier" and "the rubric is broken" in step.infra_failure.message
     assert not step.agents  # no result, so no reward
+    [episode] = client.open("vf/vf_test_crash", seed=0)
+    step = client.step(episode.episode_id, "e4")
+    assert step.done and step.infra_failure is not None and not step.agents
+    assert (
+        step.infra_failure.source == "environment" and "the game engine crashed" in step.infra_failure.message
+    )
 
 
 def test_compliance_suite(client: Client, modules: Path) -> None:
