@@ -4,7 +4,8 @@ it the plugin is unavailable.
 
 `vf/<name>` loads the taskset `<name>` the way verifiers itself does (`verifiers.v1.utils.loaders`: the
 module `verifiers.v1.tasksets.<name>`, else the importable module `<name>`, exporting one `Taskset`
-subclass through `__all__`, and optionally an `Env` subclass). What each part becomes:
+subclass through `__all__`, and optionally an `Env` subclass). The client chooses the name, so a module
+whose source never mentions verifiers is not imported (NOT_FOUND). What each part becomes:
 
 * the taskset's tasks are the episodes' tasks: the seed picks one (index `seed % number of tasks`; the
   first 1000 of an infinite taskset), the task selector picks one by index, id or name; the task's system
