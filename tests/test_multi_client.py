@@ -90,6 +90,13 @@ def test_a_drained_server_refuses_new_episodes_and_finishes_its_open_ones(
         assert len(summaries) == len(before + after) and all(s.infra_failure is None for s in summaries)
         assert client.server_info().max_episodes > 0  # catalog calls still answered (health: SERVING)
 
+        assert other.server is not None
+        other.server.drain()
+        with pytest.raises(PalaestraError) as caught:  # every replica drained: nowhere to open
+            client.open("echo")
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+        assert "replica draining" in caught.value.message
+
 
 def test_vectors_are_placed_on_one_replica_each_and_stay_there(
     start_server: Callable[..., ServerThread],

@@ -161,19 +161,19 @@ class MultiAsyncClient(AsyncClient):
         # Opens the replica had not yet counted when it reported (a report every heartbeat).
         return self.reported[address] - opening - sum(n for _, n in self.recent_opens.get(address, ()))
 
-    def _choose(self, count: int, tried: set[str]) -> str:
+    def _choose(self, count: int, tried: set[str], full: set[str]) -> str:
+        """The untried, reachable replica with the most free slots. None left: RESOURCE_EXHAUSTED when a
+        reachable one is full (or refused as full: `full`), else UNAVAILABLE (all down, drained or none)."""
         now = time.monotonic()
-        candidates = [
-            a
-            for a in self.reported
-            if a not in tried and self.down_until.get(a, 0.0) <= now and self._free(a) > 0
-        ]
+        live = [a for a in self.reported if a not in tried and self.down_until.get(a, 0.0) <= now]
+        candidates = [a for a in live if self._free(a) > 0]
         if not candidates:
-            known = ", ".join(sorted(self.reported)) or "none"
+            down = [a for a in self.reported if self.down_until.get(a, 0.0) > now]
             raise PalaestraError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"no replica has a free episode slot for {count} episodes (replicas: {known}; tried: "
-                f"{', '.join(sorted(tried)) or 'none'})",
+                grpc.StatusCode.RESOURCE_EXHAUSTED if live or full else grpc.StatusCode.UNAVAILABLE,
+                f"no replica can take {count} episodes (replicas: {_names(self.reported)}; full: "
+                f"{_names(full | set(live))}; tried: {_names(tried)}; passed over for down_s after a lost "
+                f"connection or a drain: {_names(down)})",
             )
         return max(candidates, key=lambda a: (self._free(a), -self.open_here.get(a, 0)))
 
@@ -210,11 +210,12 @@ class MultiAsyncClient(AsyncClient):
         """Run an open of `count` episodes on the replica with the most free slots; on a replica that is
         full, drained or unreachable, on the next one. Returns the replica's address and the reply."""
         tried: set[str] = set()
+        full: set[str] = set()
         refused = ""
         while True:
             await self._refresh(force=bool(tried))
             try:
-                address = self._choose(count, tried)
+                address = self._choose(count, tried, full)
             except PalaestraError as exc:
                 if refused:
                     raise PalaestraError(exc.code, f"{exc.message}; last refusal: {refused}") from None
@@ -233,7 +234,9 @@ class MultiAsyncClient(AsyncClient):
             except PalaestraError as exc:
                 if exc.code == grpc.StatusCode.UNAVAILABLE:  # drained or stopping: passed over for down_s
                     self._mark_down(address)
-                elif exc.code != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                elif exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    full.add(address)
+                else:
                     raise
                 tried.add(address)  # full, drained or stopping there: another replica may have room
                 refused = f"{address}: {exc}"
@@ -274,6 +277,9 @@ class MultiAsyncClient(AsyncClient):
             address, size = self.vectors[vector_id]
             try:
                 return await self._client(address).send(request)
+            except StreamBroken:  # the replica is gone, and the vector with it
+                self._mark_down(address)
+                raise
             finally:
                 if kind == "vector_close":
                     del self.vectors[vector_id]
@@ -384,6 +390,10 @@ class MultiAsyncClient(AsyncClient):
             return
         self._closed = True
         await asyncio.gather(*(client.aclose() for client in self.clients.values()), return_exceptions=True)
+
+
+def _names(addresses: Any) -> str:
+    return ", ".join(sorted(addresses)) or "none"
 
 
 def _directory_actor(name: str, namespace: str) -> Any:
