@@ -4,19 +4,22 @@
 
 What runs, all in one go (each server in its own process, the clients here):
 - echo/text on Palaestra: steps/s and p50/p99 step latency with 1, 16 and 64 concurrent episodes (one
-  client, one Session stream), then batched: 64 episodes per step message (one batch in flight, and
-  several in flight at once);
+  client, one Session stream), then batched: 64 or 256 episodes per step message (one batch in flight,
+  and several in flight at once);
 - the same echo workload on OpenEnv (`openenv-core`, the `bench` extra): an echo environment served by
   OpenEnv's own FastAPI/WebSocket server, stepped by its own async client, one WebSocket per episode;
-- gym/CartPole-v1: `RemoteVectorEnv` with 64 remote episodes per message, and 4 such batches in flight
-  on one async client (`step_batch`), against a plain in-process Gymnasium loop;
+- gym/CartPole-v1 in the per-episode batch form: 4 batches of 64 episodes in flight on one async client
+  (`step_batch`), against a plain in-process Gymnasium loop;
 - the columnar path (issue 17): `agents.vector.RemoteVectorEnv` over vectors of 64 and 256 CartPole
   episodes, one packed action tensor per message, stepped by one numpy vector call on the server;
 - the floor: a bare grpc.aio bidi ping-pong (64 bytes, no handler work) in its own process;
 - Stable-Baselines3 PPO on CartPole (8 envs, one torch thread) through `SB3VecEnv` and on SB3's own
   in-process `DummyVecEnv` (skipped without stable-baselines3).
 
-Every scenario warms up first, then runs until a step count or a time cap is reached; all scenarios
+Before each scenario the benchmark waits until the server processes are idle (the trajectory store of
+`palaestra serve` writes the episodes the previous scenario closed in a background thread of the
+server: that work must not land in the next figure). Every scenario warms up first, then runs until a
+step count or a time cap is reached; all scenarios
 run `--rounds` times (3; 1 with --quick), interleaved so that each figure sits next to its baseline.
 The table shows each scenario's median round; a ratio is the median of the per-round ratios. Targets
 are marked PASS/MISS; missing one is not an error: the exit status is non-zero only when something
@@ -51,6 +54,7 @@ CARTPOLE = "gym/CartPole-v1"
 ECHO_TEXT = "hello there"
 ECHO_TURNS = 64
 BATCH = 64
+BIG_BATCH = 256
 CONCURRENCY = (1, 16, 64)
 PIPELINED_BATCHES = 4
 DISABLED_PLUGINS = ("code", "math", "games", "tools")
@@ -167,7 +171,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def server_process(argv: list[str], ready: Callable[[], bool], name: str) -> Iterator[None]:
+def server_process(
+    argv: list[str], ready: Callable[[], bool], name: str
+) -> Iterator[subprocess.Popen[bytes]]:
     """Start a server process, wait until `ready()`, and stop it afterwards (its log goes to a temp file)."""
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
@@ -179,7 +185,7 @@ def server_process(argv: list[str], ready: Callable[[], bool], name: str) -> Ite
                     tail = log.read().decode(errors="replace")[-3000:]
                     raise RuntimeError(f"{name} server did not start (exit {process.poll()}):\n{tail}")
                 time.sleep(0.2)
-            yield
+            yield process
         finally:
             process.terminate()
             try:
@@ -187,6 +193,29 @@ def server_process(argv: list[str], ready: Callable[[], bool], name: str) -> Ite
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used so far; None where /proc cannot tell (not Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(pids: list[int], busy: float = 0.1, window_s: float = 0.5, limit_s: float = 60.0) -> None:
+    """Wait until every server process uses under `busy` of a core over `window_s` (at most `limit_s`):
+    work a scenario left behind in a server (its store writing the closed episodes) must not be
+    measured in the next one."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        before = [cpu_seconds(pid) for pid in pids]
+        time.sleep(window_s)
+        after = [cpu_seconds(pid) for pid in pids]
+        used = [b - a for a, b in zip(before, after, strict=True) if a is not None and b is not None]
+        if all(u < busy * window_s for u in used):
+            return
 
 
 def grpc_ready(address: str) -> Callable[[], bool]:
@@ -216,8 +245,10 @@ def http_ready(url: str) -> Callable[[], bool]:
     return ready
 
 
-def palaestra_server(port: int) -> Any:
-    argv = [sys.executable, "-m", "palaestra", "serve", "--port", str(port)]
+def palaestra_server(port: int, store: Path) -> Any:
+    """`palaestra serve` as a user starts it (it records every episode in its trajectory store, here
+    a file in a temporary directory), with the built-in plugins the benchmark needs."""
+    argv = [sys.executable, "-m", "palaestra", "serve", "--port", str(port), "--store", str(store)]
     for plugin in DISABLED_PLUGINS:
         argv += ["--disable-plugin", plugin]
     return server_process(argv, grpc_ready(f"127.0.0.1:{port}"), "palaestra")
@@ -241,14 +272,16 @@ async def palaestra_echo_concurrent(address: str, episodes: int, budget: Budget)
         return await measure(f"echo {episodes} concurrent", "palaestra", episodes, loops, budget)
 
 
-async def palaestra_echo_batched(address: str, raw: bool, in_flight: int, budget: Budget) -> Figure:
-    """`in_flight` loops, each stepping its own 64 episodes with one message per step."""
+async def palaestra_echo_batched(
+    address: str, raw: bool, in_flight: int, budget: Budget, size: int = BATCH
+) -> Figure:
+    """`in_flight` loops, each stepping its own `size` episodes with one message per step."""
     from palaestra.agents.client import AsyncClient
 
     async with AsyncClient(address) as client:
-        loops = [await echo_batch_loop(client, raw) for _ in range(in_flight)]
-        name = f"echo batched {BATCH}/msg {'step_batch' if raw else 'step_many'} x{in_flight}"
-        return await measure(name, "palaestra", BATCH * in_flight, loops, budget)
+        loops = [await echo_batch_loop(client, raw, size) for _ in range(in_flight)]
+        name = f"echo batched {size}/msg {'step_batch' if raw else 'step_many'} x{in_flight}"
+        return await measure(name, "palaestra", size * in_flight, loops, budget)
 
 
 def echo_step_loop(client: Any, episode_id: str) -> StepCall:
@@ -261,10 +294,10 @@ def echo_step_loop(client: Any, episode_id: str) -> StepCall:
     return call
 
 
-async def echo_batch_loop(client: Any, raw: bool) -> StepCall:
+async def echo_batch_loop(client: Any, raw: bool, size: int = BATCH) -> StepCall:
     """One batch of episodes stepped together in one message: typed results (`step_many`), or the raw
     reply (`step_batch`, for hot loops that read only what they need)."""
-    opened = await client.open(ECHO_ENV, seed=0, options={"turns": ECHO_TURNS}, count=BATCH)
+    opened = await client.open(ECHO_ENV, seed=0, options={"turns": ECHO_TURNS}, count=size)
     actions = {step.episode_id: ECHO_TEXT for step in opened}
 
     async def typed() -> int:
@@ -282,26 +315,6 @@ async def echo_batch_loop(client: Any, raw: bool) -> StepCall:
         return len(reply.episodes)
 
     return untyped if raw else typed
-
-
-async def palaestra_cartpole(address: str, budget: Budget) -> Figure:
-    """`RemoteVectorEnv` of 64 episodes: one message per vector step, auto-reset included."""
-    from palaestra.agents.vector import RemoteVectorEnv
-
-    vector = RemoteVectorEnv(address, CARTPOLE, BATCH)
-    try:
-        vector.reset(seed=0)
-        actions = np.random.default_rng(0).integers(0, 2, size=(1024, BATCH))
-        counter = iter(range(1 << 62))
-
-        async def call() -> int:
-            # The sync vector env blocks; it is the only loop, so blocking this event loop is harmless.
-            vector.step(actions[next(counter) % len(actions)])
-            return BATCH
-
-        return await measure(f"CartPole RemoteVectorEnv {BATCH}/msg", "palaestra", BATCH, [call], budget)
-    finally:
-        vector.close()
 
 
 async def palaestra_cartpole_pipelined(address: str, in_flight: int, budget: Budget) -> Figure:
@@ -647,26 +660,42 @@ def machine_info() -> dict[str, Any]:
 
 
 async def run_round(
-    address: str, openenv_port: int | None, budget: Budget, pingpong_port: int | None = None
+    address: str,
+    openenv_port: int | None,
+    budget: Budget,
+    pingpong_port: int | None = None,
+    server_pids: tuple[int, ...] = (),
 ) -> list[Figure]:
-    """Every scenario once. Each Palaestra figure sits next to its baseline in time, so that load from
-    elsewhere on a shared machine hits both sides of a ratio alike."""
-    figures = []
+    """Every scenario once, each after the servers went idle. Each Palaestra figure sits next to its
+    baseline in time, so that load from elsewhere on a shared machine hits both sides of a ratio alike."""
+    figures: list[Figure] = []
+
+    async def add(scenario: Awaitable[Figure]) -> None:
+        settle(list(server_pids))
+        figures.append(await scenario)
+
     for episodes in CONCURRENCY:
-        figures.append(await palaestra_echo_concurrent(address, episodes, budget))
+        await add(palaestra_echo_concurrent(address, episodes, budget))
         if openenv_port is not None:
-            figures.append(await openenv_echo_concurrent(openenv_port, episodes, budget))
-    for raw, in_flight in ((False, 1), (True, 1), (True, PIPELINED_BATCHES)):
-        figures.append(await palaestra_echo_batched(address, raw, in_flight, budget))
-    figures.append(await palaestra_cartpole(address, budget))
-    figures.append(await palaestra_cartpole_pipelined(address, PIPELINED_BATCHES, budget))
+            await add(openenv_echo_concurrent(openenv_port, episodes, budget))
+    for raw, in_flight, size in (
+        (False, 1, BATCH),
+        (True, 1, BATCH),
+        (True, PIPELINED_BATCHES, BATCH),
+        (True, 2, BIG_BATCH),
+    ):
+        await add(palaestra_echo_batched(address, raw, in_flight, budget, size))
+    await add(palaestra_cartpole_pipelined(address, PIPELINED_BATCHES, budget))
     for num_envs in VECTOR_SIZES:
-        figures.append(await palaestra_cartpole_vector(address, num_envs, budget))
+        await add(palaestra_cartpole_vector(address, num_envs, budget))
+    settle(list(server_pids))
     figures.append(inprocess_cartpole(budget))
     if pingpong_port is not None:
-        figures.append(await grpc_pingpong(pingpong_port, budget))
+        await add(grpc_pingpong(pingpong_port, budget))
     if sb3_installed():
+        settle(list(server_pids))
         figures.append(sb3_ppo(address, budget))
+        settle(list(server_pids))
         figures.append(sb3_ppo(None, budget))
     return figures
 
@@ -694,15 +723,18 @@ async def run_all(budget: Budget, rounds: int) -> Results:
     if not sb3_installed():
         results.skipped.append("SB3 PPO: `pip install stable-baselines3` (the `bench` extra) to compare")
     palaestra_port, openenv_port, pingpong_port = free_port(), free_port(), free_port()
-    with palaestra_server(palaestra_port), pingpong_server(pingpong_port), ExitStack() as stack:
+    with ExitStack() as stack:
+        store = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "trajectories.sqlite"
+        pids = [stack.enter_context(palaestra_server(palaestra_port, store)).pid]
+        pids.append(stack.enter_context(pingpong_server(pingpong_port)).pid)
         if openenv_installed:
-            stack.enter_context(openenv_server(openenv_port))
+            pids.append(stack.enter_context(openenv_server(openenv_port)).pid)
         address = f"127.0.0.1:{palaestra_port}"
         measured = []
         for number in range(1, rounds + 1):
             print(f"round {number} of {rounds} ...", flush=True)
             openenv = openenv_port if openenv_installed else None
-            measured.append(await run_round(address, openenv, budget, pingpong_port))
+            measured.append(await run_round(address, openenv, budget, pingpong_port, tuple(pids)))
     results.figures = median_figures(measured)
     evaluate(results, measured)
     return results

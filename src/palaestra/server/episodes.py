@@ -59,6 +59,11 @@ class Episode:
     env_closed: bool = False
     record_trajectory: bool = True  # off when no plugin implements palaestra_episode_finished
     info: dict[str, Any] = field(default_factory=dict)  # seed, options, group, owner: for the hook
+    inline: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        # Synchronous and fast (Env.runs_inline): called on the event loop, not in the executor.
+        self.inline = not isinstance(self.env, AsyncEnv) and bool(self.env.runs_inline)
 
     @property
     def spec(self) -> t.EnvSpec:
@@ -68,27 +73,46 @@ class Episode:
 
     async def _call(self, method: str, *args: Any) -> t.StepResult:
         """Run env.reset/env.step; an escaping exception becomes an infrastructure failure."""
+        if self.inline:
+            return self._call_inline(method, *args)
         fn: Callable[..., Any] = getattr(self.env, method)
         started = time.perf_counter()
         try:
             if isinstance(self.env, AsyncEnv):
                 result = await fn(*args)
-            elif self.env.runs_inline:
-                result = fn(*args)
             else:
                 loop = asyncio.get_running_loop()
                 result = await loop.run_in_executor(self.executor, fn, *args)
-        except InvalidAction as exc:
-            raise invalid(f"{self.spec.id}: {exc}") from None
-        except InfraError as exc:
-            log.error("episode %s (%s): infrastructure failure in %s: %s", self.id, self.spec.id, method, exc)
-            result = t.StepResult(agents={}, infra_failure=t.InfraFailure(exc.source, exc.message))
         except Exception as exc:
-            log.exception("episode %s (%s): environment raised in %s", self.id, self.spec.id, method)
-            failure = t.InfraFailure("environment", f"{type(exc).__name__} in {method}: {exc}")
-            result = t.StepResult(agents={}, infra_failure=failure)
+            result = self._failure(method, exc)
         finally:
             self.env_seconds += time.perf_counter() - started
+        return self._checked(method, result)
+
+    def _call_inline(self, method: str, *args: Any) -> t.StepResult:
+        """`_call` for an inline environment: synchronous, on the event loop."""
+        started = time.perf_counter()
+        try:
+            result = getattr(self.env, method)(*args)
+        except Exception as exc:
+            result = self._failure(method, exc)
+        finally:
+            self.env_seconds += time.perf_counter() - started
+        return self._checked(method, result)
+
+    def _failure(self, method: str, exc: Exception) -> t.StepResult:
+        """What an exception escaping the environment means (call it from the `except` block):
+        the client's invalid action, or an infrastructure failure."""
+        if isinstance(exc, InvalidAction):
+            raise invalid(f"{self.spec.id}: {exc}") from None
+        if isinstance(exc, InfraError):
+            log.error("episode %s (%s): infrastructure failure in %s: %s", self.id, self.spec.id, method, exc)
+            return t.StepResult(agents={}, infra_failure=t.InfraFailure(exc.source, exc.message))
+        log.exception("episode %s (%s): environment raised in %s", self.id, self.spec.id, method)
+        failure = t.InfraFailure("environment", f"{type(exc).__name__} in {method}: {exc}")
+        return t.StepResult(agents={}, infra_failure=failure)
+
+    def _checked(self, method: str, result: Any) -> t.StepResult:
         if not isinstance(result, t.StepResult):
             failure = t.InfraFailure(
                 "environment", f"{method} returned {type(result).__name__}, not StepResult"
@@ -102,30 +126,60 @@ class Episode:
 
     async def reset(self, seed: int | None, options: Mapping[str, Any]) -> t.StepResult:
         async with self.lock:
-            self.last_active = time.monotonic()
-            if self.infra_failure is not None:
-                raise precondition(f"episode {self.id} ended with an infrastructure failure; open a new one")
+            self._check_resettable()
             result = await self._call("reset", seed, dict(options))
-            self.steps, self.finished, self.terminated, self.truncated = 0, False, False, False
-            self.returns.clear()
-            self.tallies.clear()
-            self._record(result, actions=None)
+            self._after_reset(result)
             return result
 
     async def step(self, actions: Mapping[str, t.Action]) -> t.StepResult:
         async with self.lock:
-            self.last_active = time.monotonic()
-            if self.finished:
-                state = (
-                    "with an infrastructure failure" if self.infra_failure else "(terminated or truncated)"
-                )
-                raise precondition(f"episode {self.id} has ended {state}; reset it or open a new one")
-            resolved = self._resolve_actions(actions)
+            resolved = self._before_step(actions)
             result = await self._call("step", resolved)
-            self.steps += 1
-            self._enforce_step_limit(result)
-            self._record(result, actions=resolved)
+            self._after_step(result, resolved)
             return result
+
+    # An inline environment whose lock is free is reset and stepped synchronously: no coroutine and no
+    # lock, since nothing can interleave with synchronous code (the batched hot path, runtime.py).
+
+    def can_run_now(self) -> bool:
+        return self.inline and not self.lock.locked()
+
+    def reset_now(self, seed: int | None, options: Mapping[str, Any]) -> t.StepResult:
+        assert self.can_run_now()
+        self._check_resettable()
+        result = self._call_inline("reset", seed, dict(options))
+        self._after_reset(result)
+        return result
+
+    def step_now(self, actions: Mapping[str, t.Action]) -> t.StepResult:
+        assert self.can_run_now()
+        resolved = self._before_step(actions)
+        result = self._call_inline("step", resolved)
+        self._after_step(result, resolved)
+        return result
+
+    def _check_resettable(self) -> None:
+        self.last_active = time.monotonic()
+        if self.infra_failure is not None:
+            raise precondition(f"episode {self.id} ended with an infrastructure failure; open a new one")
+
+    def _after_reset(self, result: t.StepResult) -> None:
+        self.steps, self.finished, self.terminated, self.truncated = 0, False, False, False
+        self.returns.clear()
+        self.tallies.clear()
+        self._record(result, actions=None)
+
+    def _before_step(self, actions: Mapping[str, t.Action]) -> dict[str, t.Action]:
+        self.last_active = time.monotonic()
+        if self.finished:
+            state = "with an infrastructure failure" if self.infra_failure else "(terminated or truncated)"
+            raise precondition(f"episode {self.id} has ended {state}; reset it or open a new one")
+        return self._resolve_actions(actions)
+
+    def _after_step(self, result: t.StepResult, resolved: Mapping[str, t.Action]) -> None:
+        self.steps += 1
+        self._enforce_step_limit(result)
+        self._record(result, actions=resolved)
 
     def _resolve_actions(self, actions: Mapping[str, t.Action]) -> dict[str, t.Action]:
         """Name the acting agent where the client left it empty, and check every action against the space."""

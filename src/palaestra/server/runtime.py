@@ -12,14 +12,14 @@ import dataclasses
 import inspect
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
 
 from palaestra import types as t
 from palaestra import wire
-from palaestra.env import AsyncEnv, EnvContext, InvalidAction
+from palaestra.env import EnvContext, InvalidAction
 from palaestra.llm import endpoints_from_config
 from palaestra.pluginmanager import Plugins
 from palaestra.registry import EnvUnavailable, UnknownEnvironment
@@ -161,10 +161,10 @@ class Runtime:
             return False
         for episode_id in episode_ids:
             try:
-                env = self.table.get(episode_id, owner).env
+                inline = self.table.get(episode_id, owner).inline
             except ServiceError:
                 return False  # the normal path reports it
-            if isinstance(env, AsyncEnv) or not env.runs_inline:
+            if not inline:
                 return False
         return bool(episode_ids)
 
@@ -175,7 +175,14 @@ class Runtime:
             out = response.episodes.add(episode_id=item.episode_id)
             seed = item.seed if item.HasField("seed") else None
             options = wire.dict_from_struct(item.options)
-            calls.append((out, item.episode_id, lambda e, s=seed, o=options: _checked_reset(e, s, o)))
+            calls.append(
+                (
+                    out,
+                    item.episode_id,
+                    lambda e, s=seed, o=options: _checked_reset(e, s, o),
+                    lambda e, s=seed, o=options: _reset_now(e, s, o),
+                )
+            )
         await self._run_batch(calls, owner)
         return response
 
@@ -189,26 +196,49 @@ class Runtime:
             except ValueError as exc:  # e.g. a tensor whose bytes do not match its shape
                 out.error.CopyFrom(invalid(f"malformed action: {exc}").to_status())
                 continue
-            calls.append((out, item.episode_id, lambda e, a=actions: e.step(a)))
+            calls.append(
+                (out, item.episode_id, lambda e, a=actions: e.step(a), lambda e, a=actions: e.step_now(a))
+            )
         await self._run_batch(calls, owner)
         return response
 
     async def _run_batch(self, calls: list[Any], owner: str) -> None:
-        """Run one call per episode. Inline environments run one after another (no task overhead);
-        the others run concurrently so one slow episode does not hold up the batch."""
+        """Run one call per episode: (out, episode id, coroutine function, synchronous function). Inline
+        environments run one after another, synchronously while nothing else holds the episode (no
+        coroutine, lock or task: the batched hot path); the others run concurrently so one slow episode
+        does not hold up the batch."""
         concurrent: list[tuple[types_pb2.EpisodeResult, Episode, Coroutine[Any, Any, t.StepResult]]] = []
-        for out, episode_id, call in calls:
+        for out, episode_id, call, now in calls:
             try:
                 episode = self.table.get(episode_id, owner)
             except ServiceError as exc:
                 out.error.CopyFrom(exc.to_status())
                 continue
-            if episode.env.runs_inline or len(calls) == 1:
+            if episode.can_run_now():
+                if self._run_now(out, episode, now):
+                    await episode.close_env()  # free sandboxes now; the summary stays until the client closes
+            elif episode.env.runs_inline or len(calls) == 1:
                 await self._run_one(out, episode, call(episode))
             else:
                 concurrent.append((out, episode, call(episode)))
         if concurrent:
             await asyncio.gather(*(self._run_one(out, episode, coro) for out, episode, coro in concurrent))
+
+    def _run_now(
+        self, out: types_pb2.EpisodeResult, episode: Episode, call: Callable[[Episode], t.StepResult]
+    ) -> bool:
+        """`_run_one`, synchronously; True when the episode's environment must now be closed."""
+        before = episode.env_seconds
+        try:
+            result = call(episode)
+        except ServiceError as exc:
+            self.metrics.errors.labels(exc.code.name).inc()
+            out.error.CopyFrom(exc.to_status())
+            return False
+        steps, latency = self.metrics.step_meters(episode.spec.id)
+        steps.inc()
+        latency.observe(episode.env_seconds - before)
+        return self._fill_now(out, episode, result)
 
     async def _run_one(
         self, out: types_pb2.EpisodeResult, episode: Episode, call: Coroutine[Any, Any, t.StepResult]
@@ -226,6 +256,11 @@ class Runtime:
         await self._fill(out, episode, result)
 
     async def _fill(self, out: types_pb2.EpisodeResult, episode: Episode, result: t.StepResult) -> None:
+        if self._fill_now(out, episode, result):
+            await episode.close_env()  # free sandboxes now; the summary stays until the client closes
+
+    def _fill_now(self, out: types_pb2.EpisodeResult, episode: Episode, result: t.StepResult) -> bool:
+        """Fill in an episode's result; True after an infrastructure failure (close its environment)."""
         out.episode_id = episode.id
         for agent, agent_result in result.agents.items():
             wire.agent_result_to_proto(agent, agent_result, out.agents.add())
@@ -236,7 +271,8 @@ class Runtime:
             out.infra_failure.source = result.infra_failure.source
             out.infra_failure.message = result.infra_failure.message
             self.metrics.infra_failures.labels(episode.spec.id, result.infra_failure.source).inc()
-            await episode.close_env()  # free sandboxes now; the summary stays until the client closes
+            return True
+        return False
 
     # ------------------------------------------------------------ catalog
 
@@ -338,6 +374,11 @@ class Runtime:
 async def _checked_reset(episode: Episode, seed: int | None, options: dict[str, Any]) -> t.StepResult:
     check_seed(seed)
     return await episode.reset(seed, check_options(episode.spec, options))
+
+
+def _reset_now(episode: Episode, seed: int | None, options: dict[str, Any]) -> t.StepResult:
+    check_seed(seed)
+    return episode.reset_now(seed, check_options(episode.spec, options))
 
 
 def _task_selector(selector: env_pb2.TaskSelector) -> int | str | None:
