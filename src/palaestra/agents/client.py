@@ -133,7 +133,7 @@ class AsyncClient:
     replica and keeps it there."""
 
     def __new__(cls, address: str | Sequence[str] = (), **kwargs: Any) -> AsyncClient:
-        if cls is AsyncClient and replica_addresses(address) is not None:
+        if cls is AsyncClient and address and replica_addresses(address) is not None:
             from palaestra.agents.multi import MultiAsyncClient  # it imports this module
 
             return object.__new__(MultiAsyncClient)  # Python then calls MultiAsyncClient.__init__
