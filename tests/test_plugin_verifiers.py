@@ -41,6 +41,7 @@ import verifiers.v1 as vf
 
 class SumsConfig(vf.TasksetConfig):
     largest: int = 3
+    system: str = "Answer with the number only."  # a free string: the operator's to set, never a client's
 
 
 class SumData(vf.TaskData):
@@ -63,7 +64,7 @@ class SumsTaskset(vf.Taskset[SumTask, SumsConfig]):
             for b in range(self.config.largest + 1):
                 yield SumTask(
                     SumData(name=f"{a}+{b}", prompt=f"What is {a} + {b}?", answer=str(a + b),
-                            system_prompt="Answer with the number only."),
+                            system_prompt=self.config.system),
                     self.config.task,
                 )
 
@@ -219,6 +220,7 @@ Path(__file__).with_suffix(".imported").write_text("imported")
 
 MODULES = {
     "vf_test_sums": SUMS,
+    "vf_test_operated": SUMS,
     "vf_test_guess": GUESS,
     "vf_test_calc": CALC,
     "vf_test_broken": BROKEN,
@@ -232,7 +234,9 @@ from palaestra.server.app import ServerThread
 from palaestra.server.config import ServerConfig
 
 disabled = sys.argv[1].split(",")
-server = ServerThread(ServerConfig(host="127.0.0.1", port=0, disabled_plugins=disabled)).start()
+operator = {"verifiers_envs": {"config": {"vf_test_operated": {"system": "Reply in digits."}}}}
+config = ServerConfig(host="127.0.0.1", port=0, disabled_plugins=disabled, plugin_config=operator)
+server = ServerThread(config).start()
 print(server.address, flush=True)
 sys.stdin.read()  # serve until the test closes stdin
 server.stop()
@@ -344,6 +348,17 @@ def test_open_options_are_the_taskset_config(client: Client) -> None:
     with pytest.raises(PalaestraError) as refused:
         client.open("vf/vf_test_sums", options={"task": {"rewards": {}}})  # plugs code by path: refused
     assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_free_strings_are_the_operators_never_a_clients(client: Client) -> None:
+    """A string option could name a URL, a file or a command: only `[plugins.verifiers_envs.config.<name>]`
+    sets one."""
+    with pytest.raises(PalaestraError) as refused:
+        client.open("vf/vf_test_sums", options={"system": "http://127.0.0.1:1/"})
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT and "system" in str(refused.value)
+    assert "system" not in client.describe("vf/vf_test_sums").options_schema["properties"]
+    [operated] = client.open("vf/vf_test_operated", seed=0)
+    assert operated.result.observation.messages[0].content == "Reply in digits."
 
 
 def test_an_env_run_plays_several_turns(client: Client) -> None:

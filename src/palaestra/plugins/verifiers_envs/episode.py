@@ -230,9 +230,17 @@ def spec_of(served: Served) -> EnvSpec:
 
 @cache
 def options_schema(config_class: Any) -> dict[str, Any]:
-    """The taskset config's own fields (JSON Schema from its pydantic model) and `max_turns`."""
+    """The taskset config's client-settable fields (JSON Schema from its pydantic model) and `max_turns`.
+
+    A client may set numbers, booleans and fixed choices. Free strings, objects and lists can name a URL,
+    a file or a command (`openenv`'s `base_url`, `nemo_gym`'s `dataset`), so only the operator sets them,
+    in `[plugins.verifiers_envs.config.<name>]`: no client chooses where the server reaches out."""
     schema = config_class.model_json_schema()
-    properties = {k: v for k, v in schema.get("properties", {}).items() if k not in NOT_OPTIONS}
+    properties = {
+        k: v
+        for k, v in schema.get("properties", {}).items()
+        if k not in NOT_OPTIONS and _client_settable(v, schema.get("$defs", {}))
+    }
     properties["max_turns"] = {
         "type": "integer",
         "minimum": 1,
@@ -240,7 +248,7 @@ def options_schema(config_class: Any) -> dict[str, Any]:
         "description": f"most policy replies per episode (default {DEFAULT_MAX_TURNS})",
     }
     result: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
-    required = [name for name in schema.get("required", ()) if name not in NOT_OPTIONS]
+    required = [name for name in schema.get("required", ()) if name in properties]
     if required:
         result["required"] = required
     if "$defs" in schema:
@@ -248,13 +256,28 @@ def options_schema(config_class: Any) -> dict[str, Any]:
     return result
 
 
-def taskset_config(served: Served, options: Mapping[str, Any]) -> Any:
-    """The taskset config for the open options (max_turns aside); ValueError naming what was refused."""
+def _client_settable(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> bool:
+    if "$ref" in schema:  # pydantic puts enums (and models) in $defs
+        return _client_settable(defs.get(schema["$ref"].rsplit("/", 1)[-1], {}), defs)
+    if "enum" in schema or "const" in schema:
+        return True
+    if "anyOf" in schema:
+        return all(_client_settable(option, defs) for option in schema["anyOf"])
+    return schema.get("type") in ("integer", "number", "boolean", "null")
+
+
+def taskset_config(served: Served, options: Mapping[str, Any], operator: Mapping[str, Any]) -> Any:
+    """The taskset config: the operator's values (`[plugins.verifiers_envs.config.<name>]`), then the open
+    options (max_turns aside); ValueError naming what was refused."""
     fields = {k: v for k, v in options.items() if k != "max_turns"}
     try:
-        return served.config_class.model_validate({**fields, "id": served.name})
+        return served.config_class.model_validate({**operator, **fields, "id": served.name})
     except pydantic.ValidationError as exc:
         raise ValueError(f"{served.env_id}: the options {fields} were refused: {exc}") from None
+
+
+def operator_config(served: Served, plugin_config: Mapping[str, Any]) -> Mapping[str, Any]:
+    return dict(plugin_config.get("config", {}).get(served.name, {}))
 
 
 _TASKS: dict[tuple[str, str], list[Any]] = {}
@@ -526,7 +549,8 @@ class VerifiersEnv(AsyncEnv):
         self.served = served
         self.context = context
         self.max_turns = int(context.options.get("max_turns", DEFAULT_MAX_TURNS))
-        self.config = taskset_config(served, context.options)  # refused options: INVALID_ARGUMENT at open
+        self.operator = operator_config(served, context.config)
+        self.config = taskset_config(served, context.options, self.operator)  # refused: INVALID_ARGUMENT
         self.tools = Tools()
         self.traces: list[Trace] = []
         self.pending: list[Message] = []
@@ -540,7 +564,7 @@ class VerifiersEnv(AsyncEnv):
     async def reset(self, seed: int | None = None, options: Mapping[str, Any] | None = None) -> StepResult:
         await self._stop()
         merged = {**self.context.options, **(options or {})}
-        config = taskset_config(self.served, merged) if options else self.config
+        config = taskset_config(self.served, merged, self.operator) if options else self.config
         self.max_turns = int(merged.get("max_turns", DEFAULT_MAX_TURNS))
         tasks = await asyncio.to_thread(load_tasks, self.served, config)
         if not tasks:
