@@ -12,6 +12,9 @@ What runs, all in one go (each server in its own process, the clients here):
   (`step_batch`), against a plain in-process Gymnasium loop;
 - the columnar path (issue 17): `agents.vector.RemoteVectorEnv` over vectors of 64 and 256 CartPole
   episodes, one packed action tensor per message, stepped by one numpy vector call on the server;
+- beside the default server (which records every step in its trajectory store), a second Palaestra
+  server started with `--no-store` runs the 64-concurrent and batched echo scenarios, so the cost of
+  recording shows (system "palaestra-nostore"; the targets use the default server);
 - the floor: a bare grpc.aio bidi ping-pong (64 bytes, no handler work) in its own process;
 - Stable-Baselines3 PPO on CartPole (8 envs, one torch thread) through `SB3VecEnv` and on SB3's own
   in-process `DummyVecEnv` (skipped without stable-baselines3).
@@ -245,10 +248,11 @@ def http_ready(url: str) -> Callable[[], bool]:
     return ready
 
 
-def palaestra_server(port: int, store: Path) -> Any:
+def palaestra_server(port: int, store: Path | None) -> Any:
     """`palaestra serve` as a user starts it (it records every episode in its trajectory store, here
-    a file in a temporary directory), with the built-in plugins the benchmark needs."""
-    argv = [sys.executable, "-m", "palaestra", "serve", "--port", str(port), "--store", str(store)]
+    a file in a temporary directory; None: `--no-store`), with the built-in plugins the benchmark needs."""
+    recording = ["--store", str(store)] if store is not None else ["--no-store"]
+    argv = [sys.executable, "-m", "palaestra", "serve", "--port", str(port), *recording]
     for plugin in DISABLED_PLUGINS:
         argv += ["--disable-plugin", plugin]
     return server_process(argv, grpc_ready(f"127.0.0.1:{port}"), "palaestra")
@@ -262,18 +266,20 @@ def openenv_server(port: int) -> Any:
 # ---------------------------------------------------------------- Palaestra workloads
 
 
-async def palaestra_echo_concurrent(address: str, episodes: int, budget: Budget) -> Figure:
+async def palaestra_echo_concurrent(
+    address: str, episodes: int, budget: Budget, system: str = "palaestra"
+) -> Figure:
     """`episodes` coroutines, each stepping its own episode with `client.step` on one client."""
     from palaestra.agents.client import AsyncClient
 
     async with AsyncClient(address) as client:
         opened = await client.open(ECHO_ENV, seed=0, options={"turns": ECHO_TURNS}, count=episodes)
         loops = [echo_step_loop(client, step.episode_id) for step in opened]
-        return await measure(f"echo {episodes} concurrent", "palaestra", episodes, loops, budget)
+        return await measure(f"echo {episodes} concurrent", system, episodes, loops, budget)
 
 
 async def palaestra_echo_batched(
-    address: str, raw: bool, in_flight: int, budget: Budget, size: int = BATCH
+    address: str, raw: bool, in_flight: int, budget: Budget, size: int = BATCH, system: str = "palaestra"
 ) -> Figure:
     """`in_flight` loops, each stepping its own `size` episodes with one message per step."""
     from palaestra.agents.client import AsyncClient
@@ -281,7 +287,7 @@ async def palaestra_echo_batched(
     async with AsyncClient(address) as client:
         loops = [await echo_batch_loop(client, raw, size) for _ in range(in_flight)]
         name = f"echo batched {size}/msg {'step_batch' if raw else 'step_many'} x{in_flight}"
-        return await measure(name, "palaestra", size * in_flight, loops, budget)
+        return await measure(name, system, size * in_flight, loops, budget)
 
 
 def echo_step_loop(client: Any, episode_id: str) -> StepCall:
@@ -555,6 +561,15 @@ def round_ratios(figures: list[Figure]) -> dict[str, float]:
     pairs = {
         "concurrent_64_vs_openenv_64": (best("palaestra", "echo 64 concurrent"), best("openenv", "echo 64")),
         "batched_vs_openenv_best": (best("palaestra", "echo batched"), best("openenv", "echo")),
+        # Not a target: the same without the trajectory store (what recording every step costs).
+        "nostore_concurrent_64_vs_openenv_64": (
+            best("palaestra-nostore", "echo 64 concurrent"),
+            best("openenv", "echo 64"),
+        ),
+        "nostore_batched_vs_openenv_best": (
+            best("palaestra-nostore", "echo batched"),
+            best("openenv", "echo"),
+        ),
         "cartpole_remote_vs_inprocess": (best("palaestra", "CartPole"), best("gymnasium", "CartPole")),
         "single_vs_openenv_single": (
             best("palaestra", "echo 1 concurrent"),
@@ -627,11 +642,11 @@ def print_report(results: Results) -> None:
         f"\nmachine: {machine['cpus']} CPUs, Python {machine['python']}, grpcio {machine['grpcio']}, "
         f"openenv-core {machine['openenv']}"
     )
-    print(f"\n{'scenario':<40} {'system':<10} {'episodes':>8} {'steps/s':>10} {'p50 us':>9} {'p99 us':>9}")
-    print("-" * 90)
+    print(f"\n{'scenario':<40} {'system':<17} {'episodes':>8} {'steps/s':>10} {'p50 us':>9} {'p99 us':>9}")
+    print("-" * 97)
     for f in results.figures:
         print(
-            f"{f.name:<40} {f.system:<10} {f.episodes:>8} {fmt(f.steps_per_s):>10} "
+            f"{f.name:<40} {f.system:<17} {f.episodes:>8} {fmt(f.steps_per_s):>10} "
             f"{fmt(f.p50_us, 1):>9} {fmt(f.p99_us, 1):>9}"
         )
     print("(latency is per call: a batched call carries all its episodes' steps)")
@@ -641,6 +656,9 @@ def print_report(results: Results) -> None:
     print("-" * 76)
     for t in results.targets:
         print(f"{t['target']:<46} {fmt(t['value'], 2):>10} {t['goal']:>9}  {t['verdict']}")
+    for key, value in results.ratios.items():
+        if key.startswith("nostore_"):
+            print(f"{key + ' (not a target)':<46} {fmt(value, 2):>10}")
 
 
 def machine_info() -> dict[str, Any]:
@@ -665,6 +683,7 @@ async def run_round(
     budget: Budget,
     pingpong_port: int | None = None,
     server_pids: tuple[int, ...] = (),
+    nostore_address: str | None = None,
 ) -> list[Figure]:
     """Every scenario once, each after the servers went idle. Each Palaestra figure sits next to its
     baseline in time, so that load from elsewhere on a shared machine hits both sides of a ratio alike."""
@@ -685,6 +704,13 @@ async def run_round(
         (True, 2, BIG_BATCH),
     ):
         await add(palaestra_echo_batched(address, raw, in_flight, budget, size))
+    if nostore_address is not None:
+        await add(palaestra_echo_concurrent(nostore_address, 64, budget, "palaestra-nostore"))
+        for in_flight, size in ((PIPELINED_BATCHES, BATCH), (2, BIG_BATCH)):
+            scenario = palaestra_echo_batched(
+                nostore_address, True, in_flight, budget, size, "palaestra-nostore"
+            )
+            await add(scenario)
     await add(palaestra_cartpole_pipelined(address, PIPELINED_BATCHES, budget))
     for num_envs in VECTOR_SIZES:
         await add(palaestra_cartpole_vector(address, num_envs, budget))
@@ -723,9 +749,11 @@ async def run_all(budget: Budget, rounds: int) -> Results:
     if not sb3_installed():
         results.skipped.append("SB3 PPO: `pip install stable-baselines3` (the `bench` extra) to compare")
     palaestra_port, openenv_port, pingpong_port = free_port(), free_port(), free_port()
+    nostore_port = free_port()
     with ExitStack() as stack:
         store = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "trajectories.sqlite"
         pids = [stack.enter_context(palaestra_server(palaestra_port, store)).pid]
+        pids.append(stack.enter_context(palaestra_server(nostore_port, None)).pid)
         pids.append(stack.enter_context(pingpong_server(pingpong_port)).pid)
         if openenv_installed:
             pids.append(stack.enter_context(openenv_server(openenv_port)).pid)
@@ -734,7 +762,8 @@ async def run_all(budget: Budget, rounds: int) -> Results:
         for number in range(1, rounds + 1):
             print(f"round {number} of {rounds} ...", flush=True)
             openenv = openenv_port if openenv_installed else None
-            measured.append(await run_round(address, openenv, budget, pingpong_port, tuple(pids)))
+            nostore = f"127.0.0.1:{nostore_port}"
+            measured.append(await run_round(address, openenv, budget, pingpong_port, tuple(pids), nostore))
     results.figures = median_figures(measured)
     evaluate(results, measured)
     return results
