@@ -62,6 +62,7 @@ export PALAESTRA_VLLM_PYTHON="$ROOT/.venv-vllm/bin/python"
 .ci/docker-up.sh "$ROOT/.ci-work"
 # shellcheck disable=SC1091
 . "$ROOT/.ci-work/docker.env"
+export PALAESTRA_CHAOS_ENGINE_DIR="$ROOT/.ci-work"  # tests/test_hardening_chaos.py restarts this engine mid-run
 trap '"$ROOT/.ci/docker-down.sh" "$ROOT/.ci-work" || true' EXIT
 
 ruff check src tests benchmarks examples scripts
