@@ -103,7 +103,7 @@ WORKER = textwrap.dedent(
                 errors.append(f"{missing} episodes got no summary")
 
     async def main():
-        clients = [AsyncClient(address, timeout_s=60) for _ in range(echo_streams + code_streams)]
+        clients = [AsyncClient(address, timeout_s=120) for _ in range(echo_streams + code_streams)]
         await asyncio.gather(*(play(c, i >= echo_streams) for i, c in enumerate(clients)))
         for client in clients:
             await client.aclose()
