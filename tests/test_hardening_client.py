@@ -109,6 +109,15 @@ def _child_uses(client: Client, queue: multiprocessing.Queue) -> None:  # type: 
         queue.put(f"{exc.code.name}: {exc.message}")
 
 
+def _child_makes_a_client(address: str, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    try:
+        with Client(address, timeout_s=20) as client:
+            client.open("echo/text")
+        queue.put("opened")
+    except PalaestraError as exc:
+        queue.put(f"{exc.code.name}: {exc.message}")
+
+
 def _child_connects(address: str, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     with Client(address, timeout_s=20) as client:
         [episode] = client.open("echo/text")
@@ -127,6 +136,13 @@ def test_fork_fails_fast_and_spawned_children_connect(start_server: StartServer)
         answer = queue.get(timeout=30)  # at once, never a hang
         child.join(timeout=30)
         assert answer.startswith("FAILED_PRECONDITION") and "forkserver" in answer
+        # A new client in a child forked while this one is open would hang (gRPC): it refuses at once too.
+        queue = forked.Queue()
+        child = forked.Process(target=_child_makes_a_client, args=(server.address, queue))
+        child.start()
+        answer = queue.get(timeout=30)
+        child.join(timeout=30)
+        assert answer.startswith("FAILED_PRECONDITION") and "forked from one with an open" in answer
         spawned = multiprocessing.get_context("spawn")
         queue = spawned.Queue()
         spawned_child = spawned.Process(target=_child_connects, args=(server.address, queue))

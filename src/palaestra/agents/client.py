@@ -24,6 +24,7 @@ import itertools
 import os
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +41,19 @@ Actions = ActionLike | Mapping[str, ActionLike]
 T = TypeVar("T")
 # Called by the stream reader with a request's reply, or with the error that ended the stream.
 OnReply = Callable[["env_pb2.SessionResponse | PalaestraError"], None]
+
+# Fork: clients whose channel is open in this process. A child forked while one was open cannot use gRPC's
+# asyncio stack at all (even a new channel hangs: docs/reliability.md), so new clients there fail at once.
+_OPEN: weakref.WeakSet[AsyncClient] = weakref.WeakSet()
+_forked_with_open_clients = False
+
+
+def _note_fork_in_child() -> None:
+    global _forked_with_open_clients
+    _forked_with_open_clients = _forked_with_open_clients or bool(_OPEN)
+
+
+os.register_at_fork(after_in_child=_note_fork_in_child)
 
 
 class PalaestraError(Exception):
@@ -154,6 +168,7 @@ class AsyncClient:
         of every request (None: none); a request that gets no reply in time raises DEADLINE_EXCEEDED."""
         if not isinstance(address, str):  # AsyncClient([...]) is a MultiAsyncClient: a subclass's mistake
             raise TypeError(f"{type(self).__name__} takes one address (host:port), got {address!r}")
+        _refuse_in_forked_child()
         options = channel_options(max_message_mb, keepalive_s)
         if tls_root_cert is not None:
             credentials = grpc.ssl_channel_credentials(Path(tls_root_cert).read_bytes())
@@ -177,6 +192,7 @@ class AsyncClient:
         self._sweeper: asyncio.Task[None] | None = None  # expires requests past their deadline
         self.catalog = catalog_pb2_grpc.EnvCatalogStub(self.channel)
         self.unary = env_pb2_grpc.EnvServiceStub(self.channel)
+        _OPEN.add(self)
         self._ids = itertools.count(1)
         # request id -> (request, callback, deadline on the loop's clock)
         self._pending: dict[str, tuple[env_pb2.SessionRequest, OnReply, float]] = {}
@@ -498,6 +514,7 @@ class AsyncClient:
         if self._closed:
             return
         self._closed = True
+        _OPEN.discard(self)
         reader = self._reader
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -642,13 +659,26 @@ FORKED = (
 )
 
 
+FORKED_CHILD = (
+    "this process was forked from one with an open Palaestra client; gRPC's asyncio stack cannot be used in "
+    "such a child (a new channel hangs). Use the 'spawn' or 'forkserver' start method "
+    "(multiprocessing.get_context('forkserver'), SB3 SubprocVecEnv(..., start_method='forkserver'))"
+)
+
+
+def _refuse_in_forked_child() -> None:
+    if _forked_with_open_clients:
+        raise PalaestraError(grpc.StatusCode.FAILED_PRECONDITION, FORKED_CHILD)
+
+
 class Client:
     """The synchronous client: an `AsyncClient` driven on a private event loop thread.
 
     Fork: gRPC's asyncio stack does not survive `fork` (in a forked child of a process that used gRPC, even
     a new channel hangs). A client used in a forked child notices and raises FAILED_PRECONDITION at once
-    instead of hanging: use the `spawn` or `forkserver` start method (SB3: `SubprocVecEnv(env_fns,
-    start_method="forkserver")`) and make clients in the child.
+    instead of hanging, and so does a new client made in a child forked while a client was open: use the
+    `spawn` or `forkserver` start method (SB3: `SubprocVecEnv(env_fns, start_method="forkserver")`) and
+    make clients in the child.
     """
 
     def __init__(self, address: str | Sequence[str], **kwargs: Any) -> None:
@@ -658,6 +688,7 @@ class Client:
         self._start()
 
     def _start(self) -> None:
+        _refuse_in_forked_child()
         self._pid = os.getpid()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="palaestra-client", daemon=True)
