@@ -7,11 +7,12 @@ import os
 import signal
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
 
-from palaestra.agents.client import Client, PalaestraError
+from palaestra.agents.client import AsyncClient, Client, PalaestraError
 from palaestra.agents.gym import InfraFailureError, RemoteEnv
 from palaestra.agents.vector import RemoteVectorEnv
 from palaestra.server.app import ServerThread
@@ -102,18 +103,35 @@ def test_no_hang_after_close(start_server: StartServer) -> None:
 
 
 def _child_uses(client: Client, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """A client made before the fork, used in the child."""
     try:
-        client.open("echo/text")
-        queue.put("opened")
-    except PalaestraError as exc:
-        queue.put(f"{exc.code.name}: {exc.message}")
+        [episode] = client.open("echo/text")
+        queue.put(client.step(episode.episode_id, "inherited").result.observation.messages[0].content)
+        client.close_client()
+    except Exception as exc:
+        queue.put(f"{type(exc).__name__}: {exc}")
 
 
 def _child_makes_a_client(address: str, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """A new client made in the child, and the parent's episode, which is not the child's."""
     try:
         with Client(address, timeout_s=20) as client:
-            client.open("echo/text")
-        queue.put("opened")
+            [episode] = client.open("echo/text")
+            queue.put(client.step(episode.episode_id, "new").result.observation.messages[0].content)
+            parents = queue.get(timeout=30)
+            try:
+                client.step(parents, "not mine")
+                queue.put("stepped the parent's episode")
+            except PalaestraError as exc:
+                queue.put(exc.code.name)
+    except Exception as exc:
+        queue.put(f"{type(exc).__name__}: {exc}")
+
+
+def _async_client_in_child(address: str, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    try:
+        AsyncClient(address)
+        queue.put("made")
     except PalaestraError as exc:
         queue.put(f"{exc.code.name}: {exc.message}")
 
@@ -124,25 +142,34 @@ def _child_connects(address: str, queue: multiprocessing.Queue) -> None:  # type
         queue.put(client.step(episode.episode_id, "child").result.observation.messages[0].content)
 
 
-@pytest.mark.timeout(120)
-def test_fork_fails_fast_and_spawned_children_connect(start_server: StartServer) -> None:
+def _forked_child(target: Any, *args: Any) -> tuple[Any, Any]:
+    forked = multiprocessing.get_context("fork")
+    queue = forked.Queue()
+    # daemonic, as in multiprocessing pools and SB3's SubprocVecEnv: such a child may not start
+    # multiprocessing children, so the client's helper must not be one
+    child = forked.Process(target=target, args=(*args, queue), daemon=True)
+    child.start()
+    return child, queue
+
+
+@pytest.mark.timeout(180)
+def test_clients_work_in_forked_children_and_spawned_ones(start_server: StartServer) -> None:
     server = start_server(disabled_plugins=ONLY_ECHO)
     with Client(server.address, timeout_s=20) as client:
         [mine] = client.open("echo/text")
-        forked = multiprocessing.get_context("fork")
-        queue = forked.Queue()
-        child = forked.Process(target=_child_uses, args=(client, queue))
-        child.start()
+        for _ in range(3):  # a client made before the fork rebuilds its channel in the child
+            child, queue = _forked_child(_child_uses, client)
+            assert queue.get(timeout=60) == "You said: inherited"
+            child.join(timeout=30)
+        child, queue = _forked_child(_child_makes_a_client, server.address)
+        assert queue.get(timeout=60) == "You said: new"
+        queue.put(mine.episode_id)
+        assert queue.get(timeout=30) == "NOT_FOUND"  # episodes belong to the stream that opened them
+        child.join(timeout=30)
+        child, queue = _forked_child(_async_client_in_child, server.address)
         answer = queue.get(timeout=30)  # at once, never a hang
         child.join(timeout=30)
         assert answer.startswith("FAILED_PRECONDITION") and "forkserver" in answer
-        # A new client in a child forked while this one is open would hang (gRPC): it refuses at once too.
-        queue = forked.Queue()
-        child = forked.Process(target=_child_makes_a_client, args=(server.address, queue))
-        child.start()
-        answer = queue.get(timeout=30)
-        child.join(timeout=30)
-        assert answer.startswith("FAILED_PRECONDITION") and "forked from one with an open" in answer
         spawned = multiprocessing.get_context("spawn")
         queue = spawned.Queue()
         spawned_child = spawned.Process(target=_child_connects, args=(server.address, queue))

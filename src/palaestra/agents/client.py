@@ -25,9 +25,9 @@ import os
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import numpy as np
@@ -35,6 +35,9 @@ import numpy as np
 from palaestra import types as t
 from palaestra import wire
 from palaestra.v1 import catalog_pb2, catalog_pb2_grpc, env_pb2, env_pb2_grpc, types_pb2
+
+if TYPE_CHECKING:
+    from palaestra.agents.forked import SpawnedClient
 
 ActionLike = t.Action | t.Message | str | int | np.integer[Any] | np.ndarray
 Actions = ActionLike | Mapping[str, ActionLike]
@@ -652,17 +655,10 @@ class AsyncEpisode:
         return summary
 
 
-FORKED = (
-    "this Client was made before fork(); gRPC cannot be used in a forked child of a process that used it. "
-    "Use the 'spawn' or 'forkserver' start method (multiprocessing.get_context('forkserver'), SB3 "
-    "SubprocVecEnv(..., start_method='forkserver')) and make the client in the child"
-)
-
-
 FORKED_CHILD = (
-    "this process was forked from one with an open Palaestra client; gRPC's asyncio stack cannot be used in "
-    "such a child (a new channel hangs). Use the 'spawn' or 'forkserver' start method "
-    "(multiprocessing.get_context('forkserver'), SB3 SubprocVecEnv(..., start_method='forkserver'))"
+    "this process was forked from one with an open Palaestra client, and gRPC's asyncio stack cannot be "
+    "used in such a child (a new channel hangs). Use the synchronous Client there (it runs its channel in a "
+    "helper process), or the 'spawn' or 'forkserver' start method (multiprocessing.get_context('forkserver'))"
 )
 
 
@@ -674,11 +670,12 @@ def _refuse_in_forked_child() -> None:
 class Client:
     """The synchronous client: an `AsyncClient` driven on a private event loop thread.
 
-    Fork: gRPC's asyncio stack does not survive `fork` (in a forked child of a process that used gRPC, even
-    a new channel hangs). A client used in a forked child notices and raises FAILED_PRECONDITION at once
-    instead of hanging, and so does a new client made in a child forked while a client was open: use the
-    `spawn` or `forkserver` start method (SB3: `SubprocVecEnv(env_fns, start_method="forkserver")`) and
-    make clients in the child.
+    Fork: gRPC's asyncio stack does not survive `fork` (in a child forked from a process that used gRPC,
+    even a new channel hangs). A Client used in a forked child, or made in a child forked while a client
+    was open, rebuilds its channel in a helper process (`agents/forked.py`): it works as before, at one
+    more local round trip per call. Episodes the parent opened stay the parent's (NOT_FOUND in the child).
+    `AsyncClient` cannot do this and refuses with FAILED_PRECONDITION; the `spawn` and `forkserver` start
+    methods (SB3's default) need none of it.
     """
 
     def __init__(self, address: str | Sequence[str], **kwargs: Any) -> None:
@@ -688,30 +685,52 @@ class Client:
         self._start()
 
     def _start(self) -> None:
-        _refuse_in_forked_child()
         self._pid = os.getpid()
+        self._spawned: SpawnedClient | None = None
+        if _forked_with_open_clients:
+            self._spawn()
+            return
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="palaestra-client", daemon=True)
         self._thread.start()
-        self.aio: AsyncClient = asyncio.run_coroutine_threadsafe(
+        self._aio: AsyncClient = asyncio.run_coroutine_threadsafe(
             self._make(self._address, self._kwargs), self._loop
         ).result()
+
+    def _spawn(self) -> None:
+        """The channel, rebuilt in a helper process (this one is a forked child: see the class doc)."""
+        from palaestra.agents.forked import SpawnedClient
+
+        self._pid = os.getpid()
+        self._spawned = SpawnedClient(self._address, self._kwargs)
 
     @staticmethod
     async def _make(address: str | Sequence[str], kwargs: dict[str, Any]) -> AsyncClient:
         return AsyncClient(address, **kwargs)
 
     @property
+    def aio(self) -> AsyncClient:
+        """The AsyncClient this client drives (not in a forked child, where it lives in a helper process)."""
+        if self._spawned is not None or self._pid != os.getpid():
+            raise PalaestraError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "in a forked child this client's channel lives in a helper process: use the Client's methods",
+            )
+        return self._aio
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """`AsyncClient.<method>(*args, **kwargs)`, run on the client's loop (or in its helper process)."""
         if self._closed:
-            coro.close()
             raise PalaestraError(grpc.StatusCode.CANCELLED, "the client is closed")
         if self._pid != os.getpid():  # forked: the loop thread and the channel stayed in the parent
-            coro.close()
-            raise PalaestraError(grpc.StatusCode.FAILED_PRECONDITION, FORKED)
+            self._spawn()
+        if self._spawned is not None:
+            return self._spawned.call(method, args, kwargs)
+        coro = getattr(self._aio, method)(*args, **kwargs)
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def __enter__(self) -> Client:
@@ -721,51 +740,53 @@ class Client:
         self.close_client()
 
     def open(self, env_id: str, **kwargs: Any) -> list[t.EpisodeStep]:
-        return self._run(self.aio.open(env_id, **kwargs))
+        return self._call("open", env_id, **kwargs)  # type: ignore[no-any-return]
 
     def reset(self, episode_id: str, **kwargs: Any) -> t.EpisodeStep:
-        return self._run(self.aio.reset(episode_id, **kwargs))
+        return self._call("reset", episode_id, **kwargs)  # type: ignore[no-any-return]
 
     def reset_many(self, episode_ids: Sequence[str]) -> list[t.EpisodeStep]:
-        return self._run(self.aio.reset_many(episode_ids))
+        return self._call("reset_many", episode_ids)  # type: ignore[no-any-return]
 
     def step(self, episode_id: str, action: Actions) -> t.EpisodeStep:
-        return self._run(self.aio.step(episode_id, action))
+        return self._call("step", episode_id, action)  # type: ignore[no-any-return]
 
     def step_many(
         self, actions: Mapping[str, Actions], **kwargs: Any
     ) -> dict[str, t.EpisodeStep | PalaestraError]:
-        return self._run(self.aio.step_many(actions, **kwargs))
+        return self._call("step_many", actions, **kwargs)  # type: ignore[no-any-return]
 
     def send(self, request: env_pb2.SessionRequest) -> env_pb2.SessionResponse:
-        return self._run(self.aio.send(request))
+        return self._call("send", request)  # type: ignore[no-any-return]
 
     def step_batch(self, actions: Mapping[str, Actions]) -> env_pb2.StepResponse:
-        return self._run(self.aio.step_batch(actions))
+        return self._call("step_batch", actions)  # type: ignore[no-any-return]
 
     def close(self, episode_ids: str | Sequence[str]) -> list[t.EpisodeSummary]:
-        return self._run(self.aio.close(episode_ids))
+        return self._call("close", episode_ids)  # type: ignore[no-any-return]
 
     def episode(self, env_id: str, **kwargs: Any) -> Episode:
         [first] = self.open(env_id, **kwargs)
         return Episode(self, first)
 
     def list_envs(self, tags: Sequence[str] = ()) -> list[t.EnvSpec]:
-        return self._run(self.aio.list_envs(tags))
+        return self._call("list_envs", tags)  # type: ignore[no-any-return]
 
     def describe(self, env_id: str) -> t.EnvSpec:
-        return self._run(self.aio.describe(env_id))
+        return self._call("describe", env_id)  # type: ignore[no-any-return]
 
     def server_info(self) -> catalog_pb2.ServerInfo:
-        return self._run(self.aio.server_info())
+        return self._call("server_info")  # type: ignore[no-any-return]
 
     def close_client(self) -> None:
         """Close the stream and channel; later calls raise CANCELLED (they never hang)."""
         if self._closed:
             return
-        if self._pid == os.getpid() and self._thread.is_alive():
+        if self._spawned is not None:
+            self._spawned.close()
+        elif self._pid == os.getpid() and self._thread.is_alive():
             with contextlib.suppress(Exception):
-                self._run(self.aio.aclose())
+                asyncio.run_coroutine_threadsafe(self._aio.aclose(), self._loop).result()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
         self._closed = True
