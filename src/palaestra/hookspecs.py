@@ -66,8 +66,7 @@ def palaestra_episode_finished(
     """Called once per episode after it closes, for recording or metrics.
 
     ``trajectory`` lists the episode's steps as plain dicts (step, time, env_seconds, actions, and per
-    agent: rewards, components, new messages, checklist items with evidence, legal actions, info);
-    the sequences inside an entry are tuples (the garbage collector then leaves open trajectories alone).
+    agent: rewards, components, new messages, checklist items with evidence, legal actions, info).
     ``info`` says how it was opened: seed, options, task, owner (the stream or connection that opened
     it), principal (the authenticated caller), group (episodes of one open request share it: a GRPO
     group), opened_at (Unix time). An implementation may take only some of these arguments. Keep it

@@ -283,19 +283,16 @@ def _trajectory_entry(
 ) -> dict[str, Any]:
     """One step as plain data: actions, and per agent the new messages, rewards, components and
     checklist items (tensors are left out: a recorder wants the conversation, not the frames).
-    One pass over the agents: this runs on the event loop for every step while a recorder listens.
-    Sequences are tuples, not lists: a container of only strings and numbers then drops out of the
-    garbage collector's scans, and an open episode's trajectory stays out of every full collection
-    (with lists, those scans cost more than building the entries and paused the loop ~0.2 s)."""
+    One pass over the agents: this runs on the event loop for every step while a recorder listens."""
     rewards: dict[str, float] = {}
-    components: dict[str, tuple[dict[str, Any], ...]] = {}
-    messages: dict[str, tuple[dict[str, Any], ...]] = {}
-    checklist: dict[str, tuple[dict[str, Any], ...]] = {}
-    legal_actions: dict[str, tuple[str, ...]] = {}
+    components: dict[str, list[dict[str, Any]]] = {}
+    messages: dict[str, list[dict[str, Any]]] = {}
+    checklist: dict[str, list[dict[str, Any]]] = {}
+    legal_actions: dict[str, list[str]] = {}
     info: dict[str, dict[str, Any]] = {}
     for agent, r in result.agents.items():
         rewards[agent] = r.scalar_reward
-        components[agent] = tuple(
+        components[agent] = [
             {
                 "name": c.name,
                 "kind": _KIND_NAMES[c.kind],
@@ -305,12 +302,12 @@ def _trajectory_entry(
                 "detail": c.detail,
             }
             for c in r.components
-        )
+        ]
         observation = r.observation
         if observation.messages:
-            messages[agent] = tuple(_message_dict(m) for m in observation.messages)
+            messages[agent] = [_message_dict(m) for m in observation.messages]
         if r.checklist:
-            checklist[agent] = tuple(
+            checklist[agent] = [
                 {
                     "item_id": c.item_id,
                     "turn": c.turn,
@@ -319,14 +316,12 @@ def _trajectory_entry(
                     "score": c.score,
                     "status": _STATUS_NAMES[c.status],
                     "reason": c.reason,
-                    "evidence": tuple(
-                        {"turn": e.turn, "step": e.step, "snippet": e.snippet} for e in c.evidence
-                    ),
+                    "evidence": [{"turn": e.turn, "step": e.step, "snippet": e.snippet} for e in c.evidence],
                 }
                 for c in r.checklist
-            )
+            ]
         if observation.legal_actions:
-            legal_actions[agent] = tuple(observation.legal_actions)
+            legal_actions[agent] = list(observation.legal_actions)
         if r.info:
             info[agent] = r.info
     return {
@@ -351,9 +346,7 @@ def _message_dict(message: t.Message) -> dict[str, Any]:
         "role": message.role,
         "content": message.content,
         "name": message.name,
-        "tool_calls": tuple(
-            {"id": c.id, "name": c.name, "arguments": c.arguments} for c in message.tool_calls
-        ),
+        "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in message.tool_calls],
         "tool_call_id": message.tool_call_id,
     }
 
