@@ -54,7 +54,7 @@ class Episode:
     env_seconds: float = 0.0
     returns: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     tallies: dict[str, dict[str, ComponentTally]] = field(default_factory=lambda: defaultdict(dict))
-    trajectory: list[dict[str, Any]] = field(default_factory=list)
+    recorded: list[tuple[Any, ...]] = field(default_factory=list)  # compact steps (see `trajectory`)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     env_closed: bool = False
     record_trajectory: bool = True  # off when no plugin implements palaestra_episode_finished
@@ -68,6 +68,14 @@ class Episode:
     @property
     def spec(self) -> t.EnvSpec:
         return self.registration.spec
+
+    @property
+    def trajectory(self) -> list[dict[str, Any]]:
+        """The recorded steps as plain dicts, as the episode-finished hook gets them (built on demand:
+        an open episode keeps each step as nested tuples of strings and numbers, which the garbage
+        collector stops scanning after one pass; dicts kept per step made full collections walk every
+        open episode's whole trajectory, hundreds of ms at a time under batched load)."""
+        return [_expand_entry(entry) for entry in self.recorded]
 
     # ------------------------------------------------------------ calling the environment
 
@@ -231,8 +239,8 @@ class Episode:
                 else:
                     tally.not_ok += 1
         self.finished = result.done if result.agents or result.infra_failure else self.finished
-        if self.record_trajectory and len(self.trajectory) < MAX_TRAJECTORY:
-            self.trajectory.append(_trajectory_entry(self.steps, actions, result, self.env_seconds))
+        if self.record_trajectory and len(self.recorded) < MAX_TRAJECTORY:
+            self.recorded.append(_trajectory_entry(self.steps, actions, result, self.env_seconds))
 
     # ------------------------------------------------------------ closing
 
@@ -280,84 +288,136 @@ _STATUS_NAMES = {status: status.name.lower() for status in t.ComponentStatus}
 
 def _trajectory_entry(
     step: int, actions: Mapping[str, t.Action] | None, result: t.StepResult, env_seconds: float
-) -> dict[str, Any]:
-    """One step as plain data: actions, and per agent the new messages, rewards, components and
-    checklist items (tensors are left out: a recorder wants the conversation, not the frames).
-    One pass over the agents: this runs on the event loop for every step while a recorder listens."""
+) -> tuple[Any, ...]:
+    """One step, compact: actions, and per agent the new messages, rewards, components and checklist
+    items (tensors are left out: a recorder wants the conversation, not the frames) as nested tuples of
+    strings and numbers (an agent's non-empty info stays the environment's dict); `_expand_entry` turns
+    it into the hook's dict. This runs on the event loop for every step while a recorder listens.
+    Inner tuples are built before outer ones (`tuple([...])`, not `tuple(generator)`), so that one
+    collection finds them all untrackable."""
+    agents = []
+    for agent, r in result.agents.items():
+        components = [
+            (c.name, _KIND_NAMES[c.kind], c.value, c.weight, _STATUS_NAMES[c.status], c.detail)
+            for c in r.components
+        ]
+        messages = [_message_tuple(m) for m in r.observation.messages]
+        checklist = [
+            (
+                c.item_id,
+                c.turn,
+                c.passed,
+                c.weight,
+                c.score,
+                _STATUS_NAMES[c.status],
+                c.reason,
+                tuple([(e.turn, e.step, e.snippet) for e in c.evidence]),
+            )
+            for c in r.checklist
+        ]
+        agents.append(
+            (
+                agent,
+                r.scalar_reward,
+                tuple(components),
+                tuple(messages),
+                tuple(checklist),
+                tuple(r.observation.legal_actions),
+                r.info or None,
+            )
+        )
+    summaries = tuple([(agent, _action_summary(a)) for agent, a in actions.items()]) if actions else ()
+    return (
+        step,
+        time.time(),
+        env_seconds,
+        summaries,
+        tuple(agents),
+        result.next_agent,
+        result.done,
+        result.infra_failure.message if result.infra_failure else None,
+    )
+
+
+def _expand_entry(entry: tuple[Any, ...]) -> dict[str, Any]:
+    """A compact step as plain data: per agent its rewards, components, new messages (if any), checklist
+    items (if any), legal actions (if any) and info (if any)."""
+    step, at, env_seconds, actions, agents, next_agent, done, infra_failure = entry
     rewards: dict[str, float] = {}
     components: dict[str, list[dict[str, Any]]] = {}
     messages: dict[str, list[dict[str, Any]]] = {}
     checklist: dict[str, list[dict[str, Any]]] = {}
     legal_actions: dict[str, list[str]] = {}
     info: dict[str, dict[str, Any]] = {}
-    for agent, r in result.agents.items():
-        rewards[agent] = r.scalar_reward
+    for agent, reward, agent_components, agent_messages, items, legal, agent_info in agents:
+        rewards[agent] = reward
         components[agent] = [
-            {
-                "name": c.name,
-                "kind": _KIND_NAMES[c.kind],
-                "value": c.value,
-                "weight": c.weight,
-                "status": _STATUS_NAMES[c.status],
-                "detail": c.detail,
-            }
-            for c in r.components
+            {"name": n, "kind": k, "value": v, "weight": w, "status": s, "detail": d}
+            for n, k, v, w, s, d in agent_components
         ]
-        observation = r.observation
-        if observation.messages:
-            messages[agent] = [_message_dict(m) for m in observation.messages]
-        if r.checklist:
+        if agent_messages:
+            messages[agent] = [_message_dict(m) for m in agent_messages]
+        if items:
             checklist[agent] = [
                 {
-                    "item_id": c.item_id,
-                    "turn": c.turn,
-                    "passed": c.passed,
-                    "weight": c.weight,
-                    "score": c.score,
-                    "status": _STATUS_NAMES[c.status],
-                    "reason": c.reason,
-                    "evidence": [{"turn": e.turn, "step": e.step, "snippet": e.snippet} for e in c.evidence],
+                    "item_id": item_id,
+                    "turn": turn,
+                    "passed": passed,
+                    "weight": weight,
+                    "score": score,
+                    "status": status,
+                    "reason": reason,
+                    "evidence": [
+                        {"turn": et, "step": es, "snippet": snippet} for et, es, snippet in evidence
+                    ],
                 }
-                for c in r.checklist
+                for item_id, turn, passed, weight, score, status, reason, evidence in items
             ]
-        if observation.legal_actions:
-            legal_actions[agent] = list(observation.legal_actions)
-        if r.info:
-            info[agent] = r.info
+        if legal:
+            legal_actions[agent] = list(legal)
+        if agent_info:
+            info[agent] = agent_info
     return {
         "step": step,
-        "time": time.time(),
+        "time": at,
         "env_seconds": env_seconds,
-        "actions": {agent: _action_summary(a) for agent, a in actions.items()} if actions else {},
+        "actions": {agent: _message_dict(a) if isinstance(a, tuple) else a for agent, a in actions},
         "rewards": rewards,
         "components": components,
         "messages": messages,
         "checklist": checklist,
         "legal_actions": legal_actions,
         "info": info,
-        "next_agent": result.next_agent,
-        "done": result.done,
-        "infra_failure": result.infra_failure.message if result.infra_failure else None,
+        "next_agent": next_agent,
+        "done": done,
+        "infra_failure": infra_failure,
     }
 
 
-def _message_dict(message: t.Message) -> dict[str, Any]:
+def _message_tuple(message: t.Message) -> tuple[Any, ...]:
+    calls = tuple([(c.id, c.name, c.arguments) for c in message.tool_calls])
+    return (message.role, message.content, message.name, calls, message.tool_call_id)
+
+
+def _message_dict(message: tuple[Any, ...]) -> dict[str, Any]:
+    role, content, name, calls, tool_call_id = message
     return {
-        "role": message.role,
-        "content": message.content,
-        "name": message.name,
-        "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in message.tool_calls],
-        "tool_call_id": message.tool_call_id,
+        "role": role,
+        "content": content,
+        "name": name,
+        "tool_calls": [{"id": i, "name": n, "arguments": a} for i, n, a in calls],
+        "tool_call_id": tool_call_id,
     }
 
 
 def _action_summary(action: t.Action) -> Any:
+    """An action as plain data (a chat message as `_message_tuple`; `_expand_entry` makes it a dict)."""
     if action.discrete is not None:
         return action.discrete
     if action.tensor is not None:
         return action.tensor.tolist()
     if action.message is not None:
-        return _message_dict(action.message)
+        return _message_tuple(action.message)
     return action.text
 
 
