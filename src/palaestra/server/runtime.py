@@ -50,7 +50,7 @@ class Runtime:
         # end and health stays SERVING (docs/deployment.md).
         self.drained = False
         self.llm_endpoints = endpoints_from_config(config.llm)  # [llm.NAME]: what options may name
-        # Building per-step trajectory dicts costs as much as a small env step: skip it when nobody listens.
+        # Recording each step costs about as much as a small env step: skip it when nobody listens.
         self.record_trajectories = bool(plugins.hook.palaestra_episode_finished.get_hookimpls())
 
     # ------------------------------------------------------------ open
