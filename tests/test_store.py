@@ -11,7 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from gymnasium.vector import AutoresetMode
 
 from palaestra import types as t
 from palaestra.agents.client import Client
@@ -288,6 +290,36 @@ def test_a_store_run_tags_every_episode_of_its_server(
         }
     with pytest.raises(ValueError, match=r"store\.run must be a table with kind"):
         StoreSettings.from_table({"path": "x", "run": {"model": "no kind"}})
+
+
+@pytest.mark.parametrize("autoreset_mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_vector_episodes_are_recorded_as_summaries(
+    start_server: Callable[..., ServerThread], tmp_path: Path, autoreset_mode: AutoresetMode
+) -> None:
+    """A vector's finished episodes reach the store (return, length, how they ended; no steps), each as
+    long as the client saw it, whichever autoreset mode."""
+    from palaestra.agents.vector import RemoteVectorEnv
+
+    server = start_server(**_store_config(tmp_path / "vec.sqlite"))
+    envs = RemoteVectorEnv(server.address, "gym/CartPole-v1", 3, autoreset_mode=autoreset_mode)
+    envs.reset(seed=5)
+    lengths: list[int] = []
+    running, resetting = np.zeros(3, dtype=int), np.zeros(3, dtype=bool)
+    for _ in range(40):  # always push left: each episode falls over within about ten steps
+        _, _, terminated, truncated, _ = envs.step(np.zeros(3, dtype=np.int64))
+        done = terminated | truncated
+        running[~resetting] += 1  # next-step autoreset: the step after an end only resets the row
+        lengths += [int(n) for n in running[done]]
+        running[done] = 0
+        resetting = done if autoreset_mode is AutoresetMode.NEXT_STEP else resetting
+    envs.close()
+    assert server.server is not None and server.server.extras.recorder is not None
+    assert server.server.extras.recorder.flush()
+    with TrajectoryStore(tmp_path / "vec.sqlite") as store:
+        episodes = store.episodes(env_id="gym/CartPole-v1")
+    assert len(lengths) >= 6
+    assert sorted(e["steps"] for e in episodes) == sorted(lengths)
+    assert all(e["reward"] == e["steps"] and e["terminated"] for e in episodes)  # CartPole: 1 per step
 
 
 def test_palaestra_eval_with_a_store_records_its_run(tmp_path: Path) -> None:

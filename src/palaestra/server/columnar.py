@@ -11,6 +11,10 @@ environment runs, so a bad request fails as a whole with nothing stepped (an act
 action space is INVALID_ARGUMENT naming the rows; stepping ended episodes with autoreset disabled is
 FAILED_PRECONDITION); an environment that raises ends the whole vector with an infrastructure failure.
 A vector holds `num_envs` episodes of its principal's quota until it is closed.
+
+Recording: where a plugin implements `palaestra_episode_finished` (the trajectory store), every episode of
+a vector that ends is reported as a summary (return, length, terminated or truncated) with an empty
+trajectory: per-row numpy tallies cost nothing per row in Python; a step-by-step record would.
 """
 
 from __future__ import annotations
@@ -65,10 +69,65 @@ class Vector:
     infra_failure: t.InfraFailure | None = None
     last_active: float = field(default_factory=time.monotonic)
     ended: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))  # disabled autoreset
+    tallies: RowTallies | None = None  # when episodes are recorded
 
     @property
     def spec(self) -> t.EnvSpec:
         return self.registration.spec
+
+
+@dataclass
+class RowTallies:
+    """Each row's current episode: return, length, start; what its summary needs when it ends."""
+
+    env_id: str
+    agent: str
+    info: dict[str, Any]  # how the vector was opened (the hook's `info`; `group` is the vector id)
+    returns: np.ndarray
+    lengths: np.ndarray
+    started: np.ndarray  # time.monotonic() at the episode's reset
+    resetting: np.ndarray  # next-step autoreset: the row's next step is its reset, not a move
+    recorded: int = 0
+
+    @classmethod
+    def start(cls, spec: t.EnvSpec, num_envs: int, info: dict[str, Any]) -> RowTallies:
+        agent = spec.agents[0] if spec.agents else "agent"
+        rows = (np.zeros(num_envs), np.zeros(num_envs, np.int64), np.full(num_envs, time.monotonic()))
+        return cls(spec.id, agent, info, *rows, np.zeros(num_envs, np.bool_))
+
+    def restart(self, rows: np.ndarray | slice) -> None:
+        self.returns[rows], self.lengths[rows], self.started[rows] = 0.0, 0, time.monotonic()
+        self.resetting[rows] = False
+
+    def step(self, result: VectorStep, done: np.ndarray, next_step_reset: bool) -> list[t.EpisodeSummary]:
+        """Add a step; the summaries of the episodes it ended (their rows start again)."""
+        moved = ~self.resetting
+        self.returns[moved] += result.rewards[moved]
+        self.lengths[moved] += 1
+        self.started[self.resetting] = time.monotonic()
+        ended = np.flatnonzero(done & moved)
+        summaries = [self._summary(int(row), result) for row in ended]
+        self.restart(ended)
+        if next_step_reset:
+            self.resetting = done.copy()
+        return summaries
+
+    def _summary(self, row: int, result: VectorStep) -> t.EpisodeSummary:
+        self.recorded += 1
+        terminated = bool(result.terminated[row])
+        wall = time.monotonic() - float(self.started[row])
+        return t.EpisodeSummary(
+            episode_id=f"{self.info['group']}/{row}/{self.recorded}",
+            env_id=self.env_id,
+            steps=int(self.lengths[row]),
+            agents=[t.AgentSummary(self.agent, float(self.returns[row]), [])],
+            infra_failure=None,
+            terminated=terminated,
+            truncated=bool(result.truncated[row]) and not terminated,
+            wall_seconds=wall,
+            env_seconds=0.0,  # not timed per row: the vector's steps are timed as a whole
+            close_reason="terminated" if terminated else "truncated",
+        )
 
 
 class VectorTable:
@@ -141,6 +200,10 @@ class VectorTable:
             ) from None
         vector = Vector(vector_id, registration, env, owner, who, count, mode)
         vector.ended = np.zeros(count, dtype=np.bool_)
+        if runtime.record_trajectories:
+            opened = {"seed": seed, "options": options, "task": None, "owner": owner, "principal": who}
+            info = {**opened, "group": vector_id, "opened_at": time.time()}
+            vector.tallies = RowTallies.start(registration.spec, count, info)
         self._vectors[vector_id] = vector
         runtime.metrics.episodes_opened.labels(registration.spec.id).inc(count)
         try:
@@ -222,10 +285,17 @@ class VectorTable:
             steps.inc(vector.num_envs)
             latency.observe(elapsed)
             vector.ended |= done
+            if vector.tallies is not None:
+                for summary in vector.tallies.step(result, done, vector.autoreset_mode == "next_step"):
+                    self.runtime.episode_finished(summary, [], vector.tallies.info)
         elif args[2] is None:
             vector.ended[:] = False
+            if vector.tallies is not None:
+                vector.tallies.restart(slice(None))
         else:
             vector.ended &= ~args[2]
+            if vector.tallies is not None:
+                vector.tallies.restart(args[2])
         _pack(out, result)
         out.step_index = vector.steps
         return out

@@ -339,7 +339,7 @@ class Runtime:
             await episode.close_env()
         summary = episode.summary(reason)
         self.metrics.episodes_open.set(len(self.table))
-        self._episode_finished(summary, episode.trajectory, episode.info)
+        self.episode_finished(summary, episode.trajectory, episode.info)
         return summary
 
     async def close_owned(self, owner: str, reason: str) -> None:
@@ -352,7 +352,7 @@ class Runtime:
             await self.close_episode(episode_id, reason)
         await self.vectors.close_all()
 
-    def _episode_finished(
+    def episode_finished(
         self, summary: t.EpisodeSummary, trajectory: list[dict[str, Any]], info: dict[str, Any]
     ) -> None:
         try:
