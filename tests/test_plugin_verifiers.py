@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import selectors
 import subprocess
 import textwrap
 import time
@@ -264,9 +264,12 @@ def address(modules: Path) -> Iterator[str]:
     assert process.stdout is not None and process.stdin is not None
     try:
         deadline = time.monotonic() + 180  # generous: the CI machine may be loaded
-        while not select.select([process.stdout], [], [], 1.0)[0]:
+        waiting = selectors.DefaultSelector()  # epoll: select() refuses descriptors above 1023
+        waiting.register(process.stdout, selectors.EVENT_READ)
+        while not waiting.select(timeout=1.0):
             assert process.poll() is None, "the server in the verifiers venv exited before it served"
             assert time.monotonic() < deadline, "the server in the verifiers venv did not start"
+        waiting.close()
         line = process.stdout.readline().strip()
         assert line.startswith("127.0.0.1:"), line
         yield line
