@@ -789,6 +789,8 @@ class Client:
                 asyncio.run_coroutine_threadsafe(self._aio.aclose(), self._loop).result()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
+            if not self._thread.is_alive():
+                self._loop.close()  # its epoll and self-pipe descriptors, else held until exit
         self._closed = True
 
 

@@ -265,6 +265,7 @@ class ServerThread:
         except BaseException as exc:
             self._error = exc
             self._ready.set()
+            self._loop.close()
             return
         self._ready.set()
         self._loop.run_forever()
@@ -277,6 +278,8 @@ class ServerThread:
             future.result(timeout=60)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()  # its epoll and self-pipe descriptors, else held until exit
 
     def __enter__(self) -> ServerThread:
         return self.start()
