@@ -206,3 +206,15 @@ def test_a_hung_server_is_noticed_by_keepalive() -> None:
     finally:
         os.kill(server.pid, signal.SIGKILL)
         server.wait()
+
+
+def test_client_errors_cross_process_boundaries_with_their_type() -> None:
+    """A forked child's client gets its errors from a helper process, pickled: StreamBroken must stay
+    StreamBroken (vectors and trainers tell a lost server from a refusal by it)."""
+    import pickle
+
+    from palaestra.agents.client import StreamBroken
+
+    crossed = pickle.loads(pickle.dumps(StreamBroken(grpc.StatusCode.UNAVAILABLE, "server gone")))
+    assert type(crossed) is StreamBroken and crossed.code is grpc.StatusCode.UNAVAILABLE
+    assert crossed.message == "server gone" and str(crossed) == "UNAVAILABLE: server gone"

@@ -67,6 +67,9 @@ class PalaestraError(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled as its arguments (and its subclass: StreamBroken)
+        return (type(self), (self.code, self.message))
+
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -319,7 +322,7 @@ class AsyncClient:
         """Answer the lost episodes of a step, reset or close locally; None when nothing is left to send,
         else the request without them and a callback that puts their answers back in place."""
         kind = request.WhichOneof("request")
-        ids = _episode_ids(request)
+        ids = episode_ids(request)
         positions = [i for i, episode_id in enumerate(ids) if episode_id in self._lost]
         if not positions:
             return request, on_reply
@@ -564,7 +567,8 @@ def _is_loopback(address: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.") or host.startswith("unix:")
 
 
-def _episode_ids(request: env_pb2.SessionRequest) -> list[str]:
+def episode_ids(request: env_pb2.SessionRequest) -> list[str]:
+    """The episodes a step, reset or close request names (none for other requests)."""
     kind = request.WhichOneof("request")
     if kind == "close":
         return list(request.close.episode_ids)
@@ -581,11 +585,11 @@ def _lost_reply(request: env_pb2.SessionRequest, failure: t.InfraFailure) -> env
     proto_failure = types_pb2.InfraFailure(source=failure.source, message=failure.message)
     if kind in ("step", "reset"):
         episodes = getattr(reply, kind).episodes
-        for episode_id in _episode_ids(request):
+        for episode_id in episode_ids(request):
             episodes.add(episode_id=episode_id, done=True, infra_failure=proto_failure)
         return reply
     if kind == "close":
-        for episode_id in _episode_ids(request):
+        for episode_id in episode_ids(request):
             reply.close.summaries.add(
                 episode_id=episode_id, infra_failure=proto_failure, close_reason="connection_lost"
             )

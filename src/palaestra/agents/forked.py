@@ -42,7 +42,11 @@ class SpawnedClient:
         assert self._process.stdin is not None and self._process.stdout is not None
         self._to, self._from = self._process.stdin, self._process.stdout
         self._lock = threading.Lock()  # one call at a time on the pipe, as on the Client's own loop
-        self.call("__init__", (address,), kwargs)
+        try:
+            self.call("__init__", (address,), kwargs)
+        except BaseException:
+            self.close()  # the helper would otherwise wait on its stdin until this object is collected
+            raise
 
     def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with self._lock:
@@ -54,7 +58,7 @@ class SpawnedClient:
                     grpc.StatusCode.UNAVAILABLE, "the client's channel process (forked child) has ended"
                 ) from None
         if kind == "error":
-            raise _exception(value)
+            raise value
         return value
 
     def close(self) -> None:
@@ -88,21 +92,12 @@ def _read(stream: IO[bytes]) -> Any:
     return pickle.loads(data)  # frames from our own helper process, over a private pipe
 
 
-def _portable(exc: BaseException) -> Any:
-    """An exception as it can cross the pipe: PalaestraError as (code, message), others pickled."""
-    if isinstance(exc, PalaestraError):
-        return ("palaestra", exc.code.name, exc.message)
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself if it crosses the pipe (PalaestraError and its subclasses do), else its text."""
     try:
-        pickle.dumps(exc)
+        pickle.loads(pickle.dumps(exc))
     except Exception:
-        return ("other", RuntimeError(f"{type(exc).__name__}: {exc}"))
-    return ("other", exc)
-
-
-def _exception(value: Any) -> BaseException:
-    if value[0] == "palaestra":
-        return PalaestraError(grpc.StatusCode[value[1]], value[2])
-    exc: BaseException = value[1]
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
     return exc
 
 

@@ -42,6 +42,7 @@ from palaestra.agents.client import (
     AsyncClient,
     PalaestraError,
     StreamBroken,
+    episode_ids,
     replica_addresses,
 )
 from palaestra.v1 import catalog_pb2, env_pb2
@@ -244,7 +245,8 @@ class MultiAsyncClient(AsyncClient):
             finally:
                 self.pending[address] -= count
             self.open_here[address] = self.open_here.get(address, 0) + count
-            self.recent_opens.setdefault(address, []).append((time.time(), count))
+            if self.directory_name is not None:  # only the directory's reports lag behind opens
+                self.recent_opens.setdefault(address, []).append((time.time(), count))
             return address, result
 
     async def open(self, env_id: str, *, count: int = 1, **kwargs: Any) -> list[t.EpisodeStep]:
@@ -284,8 +286,7 @@ class MultiAsyncClient(AsyncClient):
                 if kind == "vector_close":
                     del self.vectors[vector_id]
                     self.open_here[address] = max(0, self.open_here.get(address, 0) - size)
-        ids = [e.episode_id for e in getattr(request, kind).episodes] if kind in ("step", "reset") else []
-        ids = list(request.close.episode_ids) if kind == "close" else ids
+        ids = episode_ids(request)
         groups = self._by_replica(ids)
         if len(groups) != 1:
             raise PalaestraError(

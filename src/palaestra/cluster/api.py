@@ -172,9 +172,10 @@ class RayCluster:
         (UNAVAILABLE, for clients that reach it otherwise); a replica Ray restarts later drains again."""
         import ray
 
+        replica = self.replica(replica_id)  # ClusterError naming the replicas when there is no such one
         ray.get(self.directory().drain.remote(replica_id))
         with contextlib.suppress(Exception):  # dead now: its next report after a restart drains it
-            ray.get(self.replica(replica_id).drain.remote(), timeout=30)
+            ray.get(replica.drain.remote(), timeout=30)
 
     def remove(self, replica_id: str, timeout_s: float = 60.0, grace_s: float = 1.0) -> None:
         """Drain the replica, wait until its episodes are closed (at most `timeout_s`), then stop it for good
