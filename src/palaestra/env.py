@@ -162,6 +162,7 @@ class VectorEnv(abc.ABC):
     is built; `step` autoresets accordingly. Raise `InvalidAction` for what the client got wrong."""
 
     num_envs: int
+    runs_inline: bool = True  # False: calls run in the server's environment threads (slow vectors)
 
     @abc.abstractmethod
     def reset(

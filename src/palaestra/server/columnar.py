@@ -13,8 +13,9 @@ FAILED_PRECONDITION); an environment that raises ends the whole vector with an i
 A vector holds `num_envs` episodes of its principal's quota until it is closed.
 
 Recording: where a plugin implements `palaestra_episode_finished` (the trajectory store), every episode of
-a vector that ends is reported as a summary (return, length, terminated or truncated) with an empty
-trajectory: per-row numpy tallies cost nothing per row in Python; a step-by-step record would.
+a vector that terminates or is truncated is reported as a summary (return, length, how it ended) with an
+empty trajectory: per-row numpy tallies cost nothing per row in Python; a step-by-step record would. An
+episode cut short (its row reset by the client, or the vector closed) is not reported.
 """
 
 from __future__ import annotations
@@ -101,11 +102,16 @@ class RowTallies:
 
     def step(self, result: VectorStep, done: np.ndarray, next_step_reset: bool) -> list[t.EpisodeSummary]:
         """Add a step; the summaries of the episodes it ended (their rows start again)."""
-        moved = ~self.resetting
-        self.returns[moved] += result.rewards[moved]
-        self.lengths[moved] += 1
-        self.started[self.resetting] = time.monotonic()
-        ended = np.flatnonzero(done & moved)
+        if next_step_reset:  # rows that ended last step were only reset by this one
+            moved = ~self.resetting
+            self.started[self.resetting] = time.monotonic()
+            self.returns[moved] += result.rewards[moved]
+            self.lengths[moved] += 1
+            ended = np.flatnonzero(done & moved)
+        else:
+            self.returns += result.rewards
+            self.lengths += 1
+            ended = np.flatnonzero(done)
         summaries = [self._summary(int(row), result) for row in ended]
         self.restart(ended)
         if next_step_reset:
@@ -214,10 +220,11 @@ class VectorTable:
         # Each step's reply is as large as this one: a vector too large for one message is refused now
         # (the client would never learn its id from a refused reply).
         limit = runtime.config.max_message_mb * 1024 * 1024 * 15 // 16
-        if result.ByteSize() > limit:
+        size = result.ByteSize()
+        if size > limit:
             await self._discard(vector)
             raise exhausted(
-                f"a vector of {count} {registration.spec.id} episodes needs {result.ByteSize()} bytes per "
+                f"a vector of {count} {registration.spec.id} episodes needs {size} bytes per "
                 f"reply, above the server's limit of {limit} bytes; open fewer episodes per vector"
             )
         return result
@@ -258,7 +265,7 @@ class VectorTable:
         started = time.perf_counter()
         try:
             call = getattr(vector.env, method)
-            if getattr(vector.env, "runs_inline", True):
+            if vector.env.runs_inline:
                 result = call(*args)
             else:  # a fallback over episodes that run in the environment threads
                 result = await asyncio.get_running_loop().run_in_executor(

@@ -26,7 +26,7 @@ import numpy as np
 
 from palaestra import types as t
 from palaestra.env import AsyncEnv, EnvContext, EnvFactory, InvalidAction, VectorEnv, VectorStep
-from palaestra.server.episodes import SERVER_TRUNCATION
+from palaestra.server.episodes import enforce_step_limit
 from palaestra.server.validation import check_result
 
 
@@ -59,12 +59,12 @@ class EpisodesVector(VectorEnv):
         try:
             for context in contexts:
                 env = factory(context)
-                self.envs.append(env)
-                if isinstance(env, AsyncEnv):
+                if isinstance(env, AsyncEnv):  # never started; its close is a coroutine, not ours to run
                     raise ValueError(
                         f"{spec.id} episodes are asynchronous (AsyncEnv) and its plugin registers no vector "
                         "step; step its episodes with StepRequest"
                     )
+                self.envs.append(env)
         except BaseException:
             for env in self.envs:
                 env.close()
@@ -146,10 +146,7 @@ class EpisodesVector(VectorEnv):
             self.calls += 1
             agent = self._checked(result, i, "step")
             self.steps[i] += 1
-            limit = self.spec.max_episode_steps
-            if limit and self.steps[i] >= limit and not agent.terminated and not agent.truncated:
-                agent.truncated = True
-                agent.info[SERVER_TRUNCATION] = limit
+            enforce_step_limit(self.spec, int(self.steps[i]), result)
             self.observations[i] = self._observation(agent, i)
             rewards[i] = agent.scalar_reward
             terminated[i], truncated[i] = agent.terminated, agent.truncated

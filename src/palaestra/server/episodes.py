@@ -34,6 +34,18 @@ class ComponentTally:
     not_ok: int = 0
 
 
+def enforce_step_limit(spec: t.EnvSpec, steps: int, result: t.StepResult) -> None:
+    """A declared step limit is reported as truncation, even if the environment forgot it."""
+    limit = spec.max_episode_steps
+    if limit and steps >= limit and not result.done:
+        for agent_result in result.agents.values():
+            if not agent_result.terminated:
+                agent_result.truncated = True
+                agent_result.info[SERVER_TRUNCATION] = limit
+        if not result.agents:
+            result.agents[spec.agents[0]] = t.AgentResult(truncated=True, info={SERVER_TRUNCATION: limit})
+
+
 @dataclass
 class Episode:
     id: str
@@ -186,7 +198,7 @@ class Episode:
 
     def _after_step(self, result: t.StepResult, resolved: Mapping[str, t.Action]) -> None:
         self.steps += 1
-        self._enforce_step_limit(result)
+        enforce_step_limit(self.spec, self.steps, result)
         self._record(result, actions=resolved)
 
     def _resolve_actions(self, actions: Mapping[str, t.Action]) -> dict[str, t.Action]:
@@ -209,19 +221,6 @@ class Episode:
         if not resolved:
             raise invalid(f"the step carries no action; expected one for {self.next_agent or spec.agents[0]}")
         return resolved
-
-    def _enforce_step_limit(self, result: t.StepResult) -> None:
-        """A declared step limit is reported as truncation, even if the environment forgot it."""
-        limit = self.spec.max_episode_steps
-        if limit and self.steps >= limit and not result.done:
-            for agent_result in result.agents.values():
-                if not agent_result.terminated:
-                    agent_result.truncated = True
-                    agent_result.info[SERVER_TRUNCATION] = limit
-            if not result.agents:
-                result.agents[self.spec.agents[0]] = t.AgentResult(
-                    truncated=True, info={SERVER_TRUNCATION: limit}
-                )
 
     def _record(self, result: t.StepResult, actions: Mapping[str, t.Action] | None) -> None:
         self.next_agent = result.next_agent
