@@ -31,7 +31,7 @@ def uses_datasets(entry: Mapping[str, Any]) -> bool:
     """Whether an entry must be read through `datasets` (Parquet/CSV, folders, globs, column maps)."""
     path = str(entry.get("path", ""))
     simple_jsonl = path.endswith(".jsonl") and not any(c in path for c in "*?[")
-    return not simple_jsonl or any(k in entry for k in ("columns", "json_columns", "split", "builder"))
+    return not simple_jsonl or any(k in entry for k in ENTRY_KEYS if k not in ("path", "format"))
 
 
 def _builder(entry: Mapping[str, Any], files: list[str]) -> str:
@@ -83,11 +83,15 @@ def read_records(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
     decode = set(entry.get("json_columns", ()))
     limit = int(entry.get("limit", 0)) or len(table)
     records = []
-    for row in table.select(range(min(limit, len(table)))):
+    for number, row in enumerate(table.select(range(min(limit, len(table)))), start=1):
         record = dict(row)
         for column in decode:
             if isinstance(record.get(column), str):
-                record[column] = json.loads(record[column])
+                try:
+                    record[column] = json.loads(record[column])
+                except json.JSONDecodeError as exc:
+                    where = f"{entry['path']} row {number}"
+                    raise ValueError(f"{where}: column {column!r} is not JSON: {exc}") from None
         for field, column in columns.items():
             record[field] = record[column]
         records.append(record)

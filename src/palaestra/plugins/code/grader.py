@@ -94,10 +94,10 @@ def _check_exec(result: ExecResult, what: str) -> ExecResult:
     return result
 
 
-async def _write(sandbox: Sandbox, path: str, data: str, keep: Sequence[str] = ()) -> None:
-    """Write a file for the grader. A work dir that programs of the job filled (disk or inodes) is emptied,
-    but for `keep`, and the write retried: only a write into an emptied sandbox that fails is the
-    infrastructure's."""
+async def _write(sandbox: Sandbox, path: str, data: str, python: str, keep: Sequence[str] = ()) -> None:
+    """Write a file for the grader. A work dir that programs of the job filled (disk or inodes) is emptied
+    (by the sandbox's `python`), but for `keep`, and the write retried: only a write into an emptied sandbox
+    that fails is the infrastructure's."""
     try:
         await sandbox.write_file(path, data)
         return
@@ -106,9 +106,7 @@ async def _write(sandbox: Sandbox, path: str, data: str, keep: Sequence[str] = (
     except OSError as exc:
         first = exc
     try:
-        await run_checked(
-            sandbox, [PYTHON_IN_SANDBOX, "-I", "-S", "-c", RECLAIM_SOURCE, *keep], "emptying the work dir"
-        )
+        await run_checked(sandbox, [python, "-I", "-S", "-c", RECLAIM_SOURCE, *keep], "emptying the work dir")
         await sandbox.write_file(path, data)
     except (SandboxError, OSError) as exc:
         raise InfraError(
@@ -145,7 +143,6 @@ for root in (os.getcwd(), "/tmp"):
             except OSError:
                 pass
 """
-PYTHON_IN_SANDBOX = "python3"
 
 
 async def run_checked(
@@ -183,7 +180,7 @@ class Grader:
 
     async def write_submission(self, sandbox: Sandbox, code: str, prefix: str = "sub") -> str:
         directory = f"{prefix}-{secrets.token_hex(6)}"
-        await _write(sandbox, f"{directory}/{self.language.source_file}", code)
+        await _write(sandbox, f"{directory}/{self.language.source_file}", code, self.settings.python)
         return directory
 
     async def compile(self, sandbox: Sandbox, directory: str) -> tuple[bool, str]:
@@ -258,10 +255,10 @@ class Grader:
         compile_output: str = "",
     ) -> GradeReport:
         grade_dir = f"grade-{secrets.token_hex(8)}"
-        await _write(
-            sandbox, f"{grade_dir}/spec.json", json.dumps(self._spec(task, directory, tests)), [directory]
-        )
-        await _write(sandbox, f"{grade_dir}/supervisor.py", SUPERVISOR_SOURCE, [directory, grade_dir])
+        python = self.settings.python
+        spec = json.dumps(self._spec(task, directory, tests))
+        await _write(sandbox, f"{grade_dir}/spec.json", spec, python, [directory])
+        await _write(sandbox, f"{grade_dir}/supervisor.py", SUPERVISOR_SOURCE, python, [directory, grade_dir])
         nonce = secrets.token_hex(16)
         budget = self._budget(task, tests)
         memory = max([task.memory_mb] + [t.memory_mb for t in tests if isinstance(t, IOTest)])

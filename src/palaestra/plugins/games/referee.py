@@ -69,7 +69,7 @@ class Update:
 
 
 @dataclass
-class _Forfeit:
+class Forfeit:
     loser: str
     reason: str
     detail: str = ""
@@ -86,7 +86,7 @@ class Referee(abc.ABC):
         self.policy = policy
         self._attempts: dict[str, int] = {}
         self._held: dict[str, Any] = {}  # simultaneous games: moves waiting for the other seats
-        self._forfeit: _Forfeit | None = None
+        self._forfeit: Forfeit | None = None
         self.returns: dict[str, float] = {}
 
     # ------------------------------------------------------------ the game-specific part
@@ -167,7 +167,7 @@ class Referee(abc.ABC):
         """End the game now: `seat` loses (e.g. a move timeout or a disconnect), everyone else wins."""
         if self.over:
             return Update({}, [], True)
-        self._forfeit = _Forfeit(seat, reason, detail)
+        self._forfeit = Forfeit(seat, reason, detail)
         return self._final(dict.fromkeys(self.agents, 0.0))
 
     def catch_up(self, seat: str) -> AgentResult:
@@ -260,7 +260,7 @@ def _outcome(value: float) -> RewardComponent:
     return RewardComponent(OUTCOME, RewardKind.OUTCOME, float(value))
 
 
-def _summary(result: str, reason: str, forfeit: _Forfeit | None, seat: str) -> str:
+def _summary(result: str, reason: str, forfeit: Forfeit | None, seat: str) -> str:
     if forfeit is None:
         ending = "the move limit was reached" if reason == "max_plies" else "the game ended by its rules"
         return f"Game over: {result} ({ending})."

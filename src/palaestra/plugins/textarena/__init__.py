@@ -37,7 +37,7 @@ from palaestra.env import AnyEnv, Env, EnvContext, EnvFactory
 from palaestra.plugins.games.bots import Bot
 from palaestra.plugins.games.catalog import OPTIONS_SCHEMA, REWARD_SPECS
 from palaestra.plugins.games.envs import MAX_RETRIES, GameDef, build_env
-from palaestra.plugins.games.referee import ILLEGAL_MOVE, TEXT_POLICY, MovePolicy, Referee, _Forfeit
+from palaestra.plugins.games.referee import ILLEGAL_MOVE, TEXT_POLICY, Forfeit, MovePolicy, Referee
 from palaestra.registry import EnvRegistry, EnvUnavailable
 from palaestra.types import Action, ChatSpace, EnvKind, EnvSpec, Message, Observation
 
@@ -172,7 +172,7 @@ class TextArenaReferee(Referee):
         except Exception as exc:  # TextArena parsers crash on some malformed moves
             # seen only on malformed moves (Countdown, Cryptarithm, QuantumTicTacToe...): the mover's
             # failure, scored as a forfeit by illegal move, never an infrastructure failure
-            self._forfeit = _Forfeit(seat, ILLEGAL_MOVE, f"the game could not play this move ({exc!r:.200})")
+            self._forfeit = Forfeit(seat, ILLEGAL_MOVE, f"the game could not play this move ({exc!r:.200})")
             return {}
         self.plies += 1
         if not done and not self.everyone_out:

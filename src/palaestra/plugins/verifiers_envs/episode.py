@@ -86,6 +86,7 @@ class Served:
     taskset_class: Any
     config_class: Any
     env_class: Any  # None: a plain taskset (verifiers' single-agent case: one `run` of the seat)
+    env_config_class: Any
     seat: str
     rewards: tuple[tuple[str, float], ...]  # the task's @vf.reward functions: (name, weight)
 
@@ -147,6 +148,7 @@ def _served(env_id: str) -> Served | None:
         taskset_class=taskset_class,
         config_class=config_class,
         env_class=None if env_class is SingleAgentEnv else env_class,
+        env_config_class=env_config_class,
         seat=seats[0],
         rewards=_reward_functions(task_class),
     )
@@ -607,9 +609,7 @@ class VerifiersEnv(AsyncEnv):
             if self.served.env_class is None:
                 await seat.run(task)
             else:
-                env_config = loaders.env_config_type(self.served.name).model_validate(
-                    {"taskset": config.model_dump()}
-                )
+                env_config = self.served.env_config_class.model_validate({"taskset": config.model_dump()})
                 env = self.served.env_class(env_config)
                 agents = Agents({self.served.seat: seat})
                 await env.setup(agents)
