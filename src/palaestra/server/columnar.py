@@ -70,6 +70,9 @@ class Vector:
     infra_failure: t.InfraFailure | None = None
     last_active: float = field(default_factory=time.monotonic)
     ended: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))  # disabled autoreset
+    # One call at a time (a unary client may send two at once), and close after the call in flight: waiting
+    # here never blocks the event loop, even while a fallback vector's call runs in a thread.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     tallies: RowTallies | None = None  # when episodes are recorded
 
     @property
@@ -243,19 +246,21 @@ class VectorTable:
                 )
             if not mask.any():
                 raise invalid("reset_mask selects no episode; expected at least one True")
-        return await self._run(vector, "reset", seed, options, mask)
+        async with vector.lock:
+            return await self._run(vector, "reset", seed, options, mask)
 
     async def step(self, request: env_pb2.VectorStepRequest, owner: str) -> env_pb2.VectorResult:
         vector = self._get(request.vector_id, owner)
         actions = _tensor(request.actions, "actions")
         check_actions(vector.spec.action_space, actions, vector.num_envs)
-        if vector.autoreset_mode == "disabled" and vector.ended.any():
-            rows = _rows(vector.ended)
-            raise precondition(
-                f"episodes {rows} of vector {vector.id} have ended and autoreset is disabled; reset them "
-                "(VectorResetRequest with a reset_mask) before stepping"
-            )
-        return await self._run(vector, "step", actions)
+        async with vector.lock:
+            if vector.autoreset_mode == "disabled" and vector.ended.any():
+                rows = _rows(vector.ended)
+                raise precondition(
+                    f"episodes {rows} of vector {vector.id} have ended and autoreset is disabled; reset them "
+                    "(VectorResetRequest with a reset_mask) before stepping"
+                )
+            return await self._run(vector, "step", actions)
 
     async def _run(self, vector: Vector, method: str, *args: Any) -> env_pb2.VectorResult:
         """Call the vector environment once; check and pack what it returned."""
@@ -320,11 +325,12 @@ class VectorTable:
         if self._vectors.pop(vector.id, None) is None:
             return
         self.runtime.table.release_reservation(vector.principal, vector.num_envs)
-        if vector.infra_failure is None:
-            try:
-                vector.env.close()
-            except Exception:
-                log.exception("vector %s (%s): close failed", vector.id, vector.spec.id)
+        async with vector.lock:
+            if vector.infra_failure is None:  # else it was closed when it failed
+                try:
+                    vector.env.close()
+                except Exception:
+                    log.exception("vector %s (%s): close failed", vector.id, vector.spec.id)
 
     async def close_owned(self, owner: str) -> None:
         for vector in [v for v in self._vectors.values() if v.owner == owner]:

@@ -12,13 +12,12 @@ vector refuses every later call (close it).
 
 Served this way: single-agent environments with a Box or Discrete observation space whose episodes are
 synchronous (`Env`) and lease no sandboxes. When the episodes do not run inline, the vector's calls run in
-the server's environment threads (`runs_inline` below), one at a time (a lock: a unary caller may send two
-at once). Chat and text episodes keep the per-episode form.
+the server's environment threads (`runs_inline` below), one at a time (the server holds each vector's
+lock around its calls and its close). Chat and text episodes keep the per-episode form.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -77,24 +76,20 @@ class EpisodesVector(VectorEnv):
         self.observations = np.zeros((self.num_envs, *self.obs_shape), dtype=self.obs_dtype)
         self.steps = np.zeros(self.num_envs, dtype=np.int64)
         self.to_reset = np.zeros(self.num_envs, dtype=np.bool_)  # next-step autoreset: reset at next step
-        self.lock = threading.Lock()
         self.calls = 0  # environment calls made (a refusal after some means rows have moved)
         self.refused = ""  # why the vector cannot go on, after a refusal that came too late
 
     def reset(
         self, seed: int | None, options: Mapping[str, Any], mask: np.ndarray | None = None
     ) -> VectorStep:
-        with self.lock:
-            return self._refusable(self._reset_rows, seed, options, mask)
+        return self._refusable(self._reset_rows, seed, options, mask)
 
     def step(self, actions: np.ndarray) -> VectorStep:
-        with self.lock:
-            return self._refusable(self._step_rows, actions)
+        return self._refusable(self._step_rows, actions)
 
     def close(self) -> None:
-        with self.lock:
-            for env in self.envs:
-                env.close()
+        for env in self.envs:
+            env.close()
 
     def _refusable(self, call: Callable[..., VectorStep], *args: Any) -> VectorStep:
         """Run a reset or step of the rows. An episode that refuses its action or reset options
