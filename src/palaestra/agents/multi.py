@@ -408,7 +408,14 @@ def _directory_actor(name: str, namespace: str) -> Any:
             "a directory address needs Ray: pip install 'palaestra[ray]' (or give replica addresses)",
         ) from None
     if not ray.is_initialized():
-        ray.init(address="auto", namespace=namespace, log_to_driver=False)
+        try:
+            ray.init(address="auto", namespace=namespace, log_to_driver=False)
+        except ConnectionError as exc:
+            raise PalaestraError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"a directory address needs a running Ray cluster; none was found ({exc}): set RAY_ADDRESS "
+                "or start one (`ray start --head`, then `palaestra cluster up`), or give replica addresses",
+            ) from None
     try:
         return ray.get_actor(name, namespace=namespace)
     except ValueError:

@@ -64,9 +64,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _connect(args: argparse.Namespace) -> Any:
     import ray
 
-    from palaestra.cluster.api import RayCluster
+    from palaestra.cluster.api import ClusterError, RayCluster
 
-    ray.init(address=args.ray_address, namespace=args.namespace, log_to_driver=False)
+    try:
+        ray.init(address=args.ray_address, namespace=args.namespace, log_to_driver=False)
+    except ConnectionError as exc:
+        raise ClusterError(
+            f"no Ray cluster at --ray-address {args.ray_address} ({exc}); start one (`ray start --head`) "
+            "or name it with --ray-address / RAY_ADDRESS"
+        ) from None
     return RayCluster(args.namespace, args.directory)
 
 
@@ -101,7 +107,11 @@ def _print(snapshot: list[dict[str, Any]]) -> None:
 
 
 def _run(args: argparse.Namespace, action: Any) -> int:
-    import ray
+    try:
+        import ray
+    except ImportError:
+        print("palaestra cluster needs Ray: pip install 'palaestra[ray]'", file=sys.stderr)
+        return 2
 
     from palaestra.cluster.api import ClusterError
 
