@@ -30,10 +30,6 @@ if importlib.util.find_spec("reasoning_gym") is None:
         "the reasoning-gym plugin needs reasoning-gym: pip install 'palaestra[reasoning-gym]'"
     )
 
-import reasoning_gym
-from reasoning_gym.factory import DATASETS
-from reasoning_gym.utils import SYSTEM_PROMPTS
-
 from palaestra import (
     Action,
     AgentResult,
@@ -69,14 +65,23 @@ REWARD_COMPONENTS = (
 )
 
 
+@cache
+def _datasets() -> Mapping[str, Any]:
+    """reasoning-gym's dataset registry, imported on first use: importing reasoning-gym takes about 1 s,
+    which a server or CLI that never serves an `rg/` id should not pay at start-up."""
+    from reasoning_gym.factory import DATASETS
+
+    return DATASETS
+
+
 def dataset_names() -> list[str]:
     """Every dataset the installed reasoning-gym registers."""
-    return sorted(DATASETS)
+    return sorted(_datasets())
 
 
 def family(name: str) -> str:
     """The dataset's family: its reasoning-gym package (arithmetic, games, logic, ...)."""
-    return DATASETS[name][0].__module__.split(".")[1]
+    return _datasets()[name][0].__module__.split(".")[1]
 
 
 def _json_schema(hint: Any) -> dict[str, Any]:
@@ -113,7 +118,7 @@ def _json_schema(hint: Any) -> dict[str, Any]:
 @cache
 def options_schema(name: str) -> dict[str, Any]:
     """The open options of `rg/<name>`: its config dataclass's fields, defaults in the descriptions."""
-    config_class = DATASETS[name][1]
+    config_class = _datasets()[name][1]
     hints = typing.get_type_hints(config_class)
     properties: dict[str, Any] = {}
     for field in dataclasses.fields(config_class):
@@ -152,7 +157,7 @@ def _config_value(hint: Any, value: Any) -> Any:
 def dataset_config(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """The config keywords for `options` (as JSON gives them), checked by the dataset's own config
     (`validate`). Raises ValueError naming what was refused."""
-    config_class = DATASETS[name][1]
+    config_class = _datasets()[name][1]
     hints = typing.get_type_hints(config_class)
     config = {key: _config_value(hints[key], value) for key, value in options.items()}
     if name == "composite":
@@ -175,7 +180,9 @@ def build_item(name: str, config: Mapping[str, Any], seed: int) -> tuple[Any, di
     key = (name, repr(sorted(config.items())), seed)
     found = _RECENT.get(key)
     if found is None:
-        dataset = reasoning_gym.create_dataset(name, seed=seed, size=1, **config)
+        from reasoning_gym import create_dataset
+
+        dataset = create_dataset(name, seed=seed, size=1, **config)
         found = (dataset, dataset[0])
         with _RECENT_LOCK:
             _RECENT[key] = found
@@ -213,6 +220,8 @@ class ReasoningGymEnv(Env):
         chosen = seed if seed is not None else random.SystemRandom().randrange(2**31)
         config = dataset_config(self.name, {**self.options, **options}) if options else self.config
         self.dataset, self.item = build_item(self.name, config, chosen)
+        from reasoning_gym.utils import SYSTEM_PROMPTS
+
         prompt = [Message("system", SYSTEM_PROMPTS["default"]), Message("user", str(self.item["question"]))]
         return StepResult.single(AgentResult(observation=Observation(messages=prompt)))
 
@@ -243,7 +252,7 @@ class ReasoningGymEnv(Env):
 
 def resolve(env_id: str) -> tuple[EnvSpec, EnvFactory] | None:
     name = env_id.removeprefix(PREFIX)
-    if name not in DATASETS:
+    if name not in _datasets():
         return None
     spec = EnvSpec(
         id=env_id,
@@ -277,7 +286,7 @@ def palaestra_scripted_policy(spec: EnvSpec, seed: int | None) -> ScriptedPolicy
     """Answers with the dataset's own answer for the seed's item (default configuration), where the
     dataset gives one: warm-up examples and an end-to-end check."""
     name = spec.id.removeprefix(PREFIX)
-    if not spec.id.startswith(PREFIX) or name not in DATASETS or seed is None:
+    if not spec.id.startswith(PREFIX) or name not in _datasets() or seed is None:
         return None
 
     def act(step: EpisodeStep) -> dict[str, Action]:

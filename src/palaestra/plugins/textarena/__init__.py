@@ -31,8 +31,6 @@ from palaestra.hookspecs import PluginUnavailable, hookimpl
 if importlib.util.find_spec("textarena") is None:
     raise PluginUnavailable("the TextArena plugin needs textarena: pip install 'palaestra[textarena]'")
 
-from textarena.envs.registration import ENV_REGISTRY
-
 from palaestra.env import AnyEnv, Env, EnvContext, EnvFactory
 from palaestra.plugins.games.bots import Bot
 from palaestra.plugins.games.catalog import OPTIONS_SCHEMA, REWARD_SPECS
@@ -53,9 +51,18 @@ MAX_MOVE_CHARS = 4096
 SENDER_GAME = -1
 
 
+@cache
+def _registry() -> Mapping[str, Any]:
+    """TextArena's game registry, imported on first use: importing textarena takes about 1.5 s, which a
+    server or CLI that never serves a `ta/` id should not pay at start-up."""
+    from textarena.envs.registration import ENV_REGISTRY
+
+    return ENV_REGISTRY
+
+
 def game_ids() -> list[str]:
     """TextArena's games: every registered id but the `-train`/`-raw` variants of the same game."""
-    return sorted(i for i in ENV_REGISTRY if not i.endswith(("-train", "-raw")))
+    return sorted(i for i in _registry() if not i.endswith(("-train", "-raw")))
 
 
 @contextlib.contextmanager
@@ -73,7 +80,7 @@ def _no_downloads() -> Iterator[None]:
 
 
 def _constructor(game_id: str) -> Any:
-    spec = ENV_REGISTRY[game_id]
+    spec = _registry()[game_id]
     entry = spec.entry_point
     if isinstance(entry, str):
         module, name = entry.split(":")
@@ -285,7 +292,7 @@ def _parse_id(env_id: str) -> tuple[str, int | None]:
     counted = PLAYERS_SUFFIX.fullmatch(game_id)
     if counted:
         game_id, players = counted["game"], int(counted["players"])
-    if not env_id.startswith(PREFIX) or game_id not in ENV_REGISTRY:
+    if not env_id.startswith(PREFIX) or game_id not in _registry():
         raise KeyError(f"TextArena has no game {game_id!r}")
     return game_id, players
 
