@@ -231,7 +231,10 @@ class Episode:
             self.terminated |= agent_result.terminated
             self.truncated |= agent_result.truncated
             for c in agent_result.components:
-                tally = self.tallies[agent].setdefault(c.name, ComponentTally(c.kind))
+                tallies = self.tallies[agent]
+                tally = tallies.get(c.name)
+                if tally is None:  # (not setdefault: that would build a tally on every step)
+                    tally = tallies[c.name] = ComponentTally(c.kind)
                 tally.count += 1
                 if c.status is t.ComponentStatus.OK:
                     tally.total += c.value

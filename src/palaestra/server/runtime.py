@@ -168,8 +168,12 @@ class Runtime:
                 return False
         return bool(episode_ids)
 
-    async def reset(self, request: env_pb2.ResetRequest, owner: str) -> env_pb2.ResetResponse:
-        response = env_pb2.ResetResponse()
+    async def reset(
+        self, request: env_pb2.ResetRequest, owner: str, response: env_pb2.ResetResponse | None = None
+    ) -> env_pb2.ResetResponse:
+        """Reset the request's episodes; the results go into `response` (a new one if None: a transport
+        that passes the field of its reply saves copying every result into it)."""
+        response = env_pb2.ResetResponse() if response is None else response
         calls = []
         for item in request.episodes:
             out = response.episodes.add(episode_id=item.episode_id)
@@ -186,8 +190,11 @@ class Runtime:
         await self._run_batch(calls, owner)
         return response
 
-    async def step(self, request: env_pb2.StepRequest, owner: str) -> env_pb2.StepResponse:
-        response = env_pb2.StepResponse()
+    async def step(
+        self, request: env_pb2.StepRequest, owner: str, response: env_pb2.StepResponse | None = None
+    ) -> env_pb2.StepResponse:
+        """Step the request's episodes; the results go into `response` (as in `reset`)."""
+        response = env_pb2.StepResponse() if response is None else response
         calls = []
         for item in request.episodes:
             out = response.episodes.add(episode_id=item.episode_id)

@@ -193,9 +193,11 @@ class EnvService(env_pb2_grpc.EnvServiceServicer):
             if kind == "open":
                 reply.open.CopyFrom(await self.runtime.open(request.open, owner, stream.principal))
             elif kind == "reset":
-                reply.reset.CopyFrom(await self.runtime.reset(request.reset, owner))
+                reply.reset.SetInParent()  # filled in place (an empty request still gets a reset reply)
+                await self.runtime.reset(request.reset, owner, reply.reset)
             elif kind == "step":
-                reply.step.CopyFrom(await self.runtime.step(request.step, owner))
+                reply.step.SetInParent()
+                await self.runtime.step(request.step, owner, reply.step)
             elif kind == "close":
                 reply.close.CopyFrom(await self.runtime.close(request.close, owner))
             elif kind == "vector_open":
