@@ -42,3 +42,21 @@ def test_travel_domain_modules_each_do_one_job() -> None:
     domain = TravelDomain()
     assert {t.name for t in domain.tools()} == {t.name for t in tools.TOOLS}
     assert len(domain.tasks()) == len(tasks.TaskFactory(data.generate_rows()).all_tasks()) > 0
+
+
+def test_agents_never_import_the_server() -> None:
+    """The agents (clients, trainers, adapters) talk to a server over gRPC; `palaestra train` gets its
+    in-process server from the CLI (cli.py), so no module under agents/ imports palaestra.server."""
+    import ast
+
+    offenders = []
+    for path in sorted((ROOT / "src" / "palaestra" / "agents").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            offenders += [f"{path.name}:{node.lineno} {n}" for n in names if n.startswith("palaestra.server")]
+    assert not offenders, offenders

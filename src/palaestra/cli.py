@@ -8,7 +8,7 @@ import contextlib
 import logging
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -152,7 +152,7 @@ def build_parser(plugins: Plugins | None = None) -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild images that exist")
     build.set_defaults(handler=cmd_sandbox_build)
 
-    add_train_subcommands(commands)
+    add_train_subcommands(commands, _serve_for_run)
     add_store_subcommands(commands)
     add_cluster_subcommands(commands)
     plugins.hook.palaestra_cli_commands(commands=commands)
@@ -244,6 +244,15 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
     config.host = "127.0.0.1"
     with ServerThread(config) as server, Client(server.address, token=config.auth_token or None) as client:
         yield client
+
+
+@contextlib.contextmanager
+def _serve_for_run(record: Mapping[str, Any] | None) -> Iterator[str]:
+    """The in-process server of a `palaestra train` run without --address (imported only when one starts)."""
+    from palaestra.server.app import serve_for_run
+
+    with serve_for_run(record) as address:
+        yield address
 
 
 # ---------------------------------------------------------------- commands

@@ -12,16 +12,23 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+ServeLocally = Callable[[Mapping[str, Any] | None], AbstractContextManager[str]]
 
-def add_train_subcommands(commands: Any) -> None:
+
+def add_train_subcommands(commands: Any, serve_locally: ServeLocally) -> None:
+    """`serve_locally(record)` starts the in-process server of a run without --address and yields its
+    address (the `palaestra` command passes it: the trainers are clients and never import the server)."""
     train = commands.add_parser("train", help="train an agent against environments on a server")
     trainers = train.add_subparsers(title="trainers")
     add_grpo_parser(trainers.add_parser("grpo", help="GRPO for chat agents (LLMs)"))
     add_ppo_parser(trainers.add_parser("ppo", help="PPO for tensor-observation agents"))
+    for trainer in trainers.choices.values():
+        trainer.set_defaults(serve_locally=serve_locally)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -117,18 +124,3 @@ def _check_flags(args: argparse.Namespace) -> None:
         )
     if not args.address and (args.token or args.tls_ca):
         raise SystemExit("--token and --tls-ca are for a server at --address")
-    if not hasattr(args, "plugins"):  # called without the palaestra parser (e.g. main below)
-        from palaestra.pluginmanager import client_plugins
-
-        args.plugins = client_plugins()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="palaestra")
-    add_train_subcommands(parser.add_subparsers(title="commands"))
-    args = parser.parse_args(argv)
-    if not hasattr(args, "handler"):
-        parser.print_help()
-        return 2
-    result: int = args.handler(args)
-    return result

@@ -31,23 +31,15 @@ def store_run(args: argparse.Namespace, kind: str, model: str) -> dict[str, Any]
 
 
 @contextlib.contextmanager
-def server_address(address: str | None, record: Mapping[str, Any] | None = None) -> Iterator[str]:
-    """The given address, or an in-process server started for the run (on a free loopback port).
-
-    The trainers are clients: only this entry point, for a run without --address, starts a server.
+def server_address(args: argparse.Namespace, record: Mapping[str, Any] | None = None) -> Iterator[str]:
+    """--address, or an in-process server started for the run by `args.serve_locally` (given by the
+    `palaestra` command: the trainers are clients and never import the server themselves).
     `record` ({"path", "kind", "model", "tags"}) makes that server record every episode as the run's."""
-    if address:
-        yield address
+    if args.address:
+        yield args.address
         return
-    from palaestra.server.app import ServerThread
-    from palaestra.server.config import ServerConfig
-
-    config = ServerConfig(host="127.0.0.1", port=0)
-    if record and record.get("path"):
-        run = {key: value for key, value in record.items() if key != "path"}
-        config.store = {"path": str(record["path"]), "run": run}
-    with ServerThread(config) as thread:
-        yield thread.address
+    with args.serve_locally(record) as address:
+        yield address
 
 
 # ---------------------------------------------------------------- PPO
@@ -64,7 +56,7 @@ def run_ppo_command(args: argparse.Namespace) -> int:
     config = PPOConfig(
         total_steps=args.total_steps, num_steps=args.num_steps, learning_rate=args.lr, seed=args.seed
     )
-    with server_address(args.address, store_run(args, "train-ppo", "mlp")) as address:
+    with server_address(args, store_run(args, "train-ppo", "mlp")) as address:
         envs = RemoteVectorEnv(
             address, args.env, num_envs=args.num_envs, options=args.options, **client_kwargs(args)
         )
@@ -189,7 +181,7 @@ async def _grpo(args: argparse.Namespace) -> int:
 
         backend = VLLMBackend(engine_checkpoint(args.model, model, tokenizer, args.out), seed=args.seed)
     log = MetricsLog(args.out, tensorboard=not args.no_tensorboard)
-    with server_address(args.address, store_run(args, "train-grpo", str(args.model))) as address:
+    with server_address(args, store_run(args, "train-grpo", str(args.model))) as address:
         async with AsyncClient(address, **client_kwargs(args)) as client:
             trainer = GRPOTrainer(model, tokenizer, client, config, backend=backend)
             if args.resume:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +286,18 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def serve_for_run(record: Mapping[str, Any] | None = None) -> Iterator[str]:
+    """An in-process server for one training run (a free loopback port, every installed plugin); yields its
+    address. `record` ({"path", "kind", "model", "tags"}) makes it record every episode as the run's."""
+    config = ServerConfig(host="127.0.0.1", port=0)
+    if record and record.get("path"):
+        run = {key: value for key, value in record.items() if key != "path"}
+        config.store = {"path": str(record["path"]), "run": run}
+    with ServerThread(config) as thread:
+        yield thread.address
 
 
 async def serve(config: ServerConfig) -> None:
