@@ -297,7 +297,8 @@ def test_vector_episodes_are_recorded_as_summaries(
     start_server: Callable[..., ServerThread], tmp_path: Path, autoreset_mode: AutoresetMode
 ) -> None:
     """A vector's finished episodes reach the store (return, length, how they ended; no steps), each as
-    long as the client saw it, whichever autoreset mode."""
+    long as the client saw it, whichever autoreset mode; those still running when the vector closes are
+    reported as cut short by the client."""
     from palaestra.agents.vector import RemoteVectorEnv
 
     server = start_server(**_store_config(tmp_path / "vec.sqlite"))
@@ -312,14 +313,40 @@ def test_vector_episodes_are_recorded_as_summaries(
         lengths += [int(n) for n in running[done]]
         running[done] = 0
         resetting = done if autoreset_mode is AutoresetMode.NEXT_STEP else resetting
+    running_at_close = sorted(int(n) for n in running if n > 0)
     envs.close()
     assert server.server is not None and server.server.extras.recorder is not None
     assert server.server.extras.recorder.flush()
     with TrajectoryStore(tmp_path / "vec.sqlite") as store:
         episodes = store.episodes(env_id="gym/CartPole-v1")
-    assert len(lengths) >= 6
-    assert sorted(e["steps"] for e in episodes) == sorted(lengths)
-    assert all(e["reward"] == e["steps"] and e["terminated"] for e in episodes)  # CartPole: 1 per step
+    ended = [e for e in episodes if e["close_reason"] != "client"]
+    cut_short = [e for e in episodes if e["close_reason"] == "client"]
+    assert len(lengths) >= 6 and running_at_close
+    assert sorted(e["steps"] for e in ended) == sorted(lengths)
+    assert all(e["reward"] == e["steps"] and e["terminated"] for e in ended)  # CartPole: 1 per step
+    assert sorted(e["steps"] for e in cut_short) == running_at_close
+    assert all(e["reward"] == e["steps"] and not (e["terminated"] or e["truncated"]) for e in cut_short)
+
+
+def test_vector_rows_reset_by_the_client_are_recorded_as_cut_short(
+    start_server: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    """Resetting rows of a vector mid-episode (reset_mask) reports those episodes, reason "reset"."""
+    from palaestra.agents.vector import RemoteVectorEnv
+
+    server = start_server(**_store_config(tmp_path / "cut.sqlite"))
+    envs = RemoteVectorEnv(server.address, "gym/CartPole-v1", 3, autoreset_mode=AutoresetMode.SAME_STEP)
+    envs.reset(seed=1)
+    _, _, terminated, truncated, _ = envs.step(np.ones(3, dtype=np.int64))  # one step: nothing ends yet
+    assert not (terminated | truncated).any()
+    envs.reset(options={"reset_mask": np.array([True, False, True])})
+    assert server.server is not None and server.server.extras.recorder is not None
+    assert server.server.extras.recorder.flush()
+    with TrajectoryStore(tmp_path / "cut.sqlite") as store:
+        episodes = store.episodes(env_id="gym/CartPole-v1")
+    assert [(e["steps"], e["close_reason"]) for e in episodes] == [(1, "reset"), (1, "reset")]
+    assert {e["episode_id"].split("/")[-2] for e in episodes} == {"0", "2"}  # rows 0 and 2
+    envs.close()
 
 
 def test_palaestra_eval_with_a_store_records_its_run(tmp_path: Path) -> None:

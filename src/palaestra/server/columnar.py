@@ -13,9 +13,10 @@ FAILED_PRECONDITION); an environment that raises ends the whole vector with an i
 A vector holds `num_envs` episodes of its principal's quota until it is closed.
 
 Recording: where a plugin implements `palaestra_episode_finished` (the trajectory store), every episode of
-a vector that terminates or is truncated is reported as a summary (return, length, how it ended) with an
-empty trajectory: per-row numpy tallies cost nothing per row in Python; a step-by-step record would. An
-episode cut short (its row reset by the client, or the vector closed) is not reported.
+a vector is reported as a summary (return, length, how it ended) with an empty trajectory: per-row numpy
+tallies cost nothing per row in Python; a step-by-step record would. An episode that terminates or is
+truncated is reported when it ends; one cut short after at least one step is reported when its row is
+reset by the client (close reason "reset") or the vector closes ("client", "stream_ended", "idle", ...).
 """
 
 from __future__ import annotations
@@ -115,16 +116,28 @@ class RowTallies:
             self.returns += result.rewards
             self.lengths += 1
             ended = np.flatnonzero(done)
-        summaries = [self._summary(int(row), result) for row in ended]
+        summaries = [self._ended(int(row), result) for row in ended]
         self.restart(ended)
         if next_step_reset:
             self.resetting = done.copy()
         return summaries
 
-    def _summary(self, row: int, result: VectorStep) -> t.EpisodeSummary:
+    def cut_short(self, rows: np.ndarray | slice, reason: str) -> list[t.EpisodeSummary]:
+        """The summaries of the episodes in `rows` that took a step and had not ended: they end here
+        (a reset of their rows, or the vector closing), neither terminated nor truncated."""
+        taken = np.zeros(len(self.lengths), np.bool_)
+        taken[rows] = True
+        return [self._summary(int(row), reason) for row in np.flatnonzero(taken & (self.lengths > 0))]
+
+    def _ended(self, row: int, result: VectorStep) -> t.EpisodeSummary:
+        if result.terminated[row]:
+            return self._summary(row, "terminated", terminated=True)
+        return self._summary(row, "truncated", truncated=True)
+
+    def _summary(
+        self, row: int, reason: str, terminated: bool = False, truncated: bool = False
+    ) -> t.EpisodeSummary:
         self.recorded += 1
-        terminated = bool(result.terminated[row])
-        wall = time.monotonic() - float(self.started[row])
         return t.EpisodeSummary(
             episode_id=f"{self.info['group']}/{row}/{self.recorded}",
             env_id=self.env_id,
@@ -132,10 +145,10 @@ class RowTallies:
             agents=[t.AgentSummary(self.agent, float(self.returns[row]), [])],
             infra_failure=None,
             terminated=terminated,
-            truncated=bool(result.truncated[row]) and not terminated,
-            wall_seconds=wall,
+            truncated=truncated,
+            wall_seconds=time.monotonic() - float(self.started[row]),
             env_seconds=0.0,  # not timed per row: the vector's steps are timed as a whole
-            close_reason="terminated" if terminated else "truncated",
+            close_reason=reason,
         )
 
 
@@ -298,16 +311,13 @@ class VectorTable:
             latency.observe(elapsed)
             vector.ended |= done
             if vector.tallies is not None:
-                for summary in vector.tallies.step(result, done, vector.autoreset_mode == "next_step"):
-                    self.runtime.episode_finished(summary, [], vector.tallies.info)
-        elif args[2] is None:
-            vector.ended[:] = False
-            if vector.tallies is not None:
-                vector.tallies.restart(slice(None))
+                self._report(vector, vector.tallies.step(result, done, vector.autoreset_mode == "next_step"))
         else:
-            vector.ended &= ~args[2]
+            rows = slice(None) if args[2] is None else args[2]
+            vector.ended[rows] = False
             if vector.tallies is not None:
-                vector.tallies.restart(args[2])
+                self._report(vector, vector.tallies.cut_short(rows, "reset"))
+                vector.tallies.restart(rows)
         _pack(out, result)
         out.step_index = vector.steps
         return out
@@ -321,24 +331,31 @@ class VectorTable:
             vector_id=vector.id, steps=vector.steps, episodes_finished=vector.finished
         )
 
-    async def _discard(self, vector: Vector) -> None:
+    def _report(self, vector: Vector, summaries: list[t.EpisodeSummary]) -> None:
+        assert vector.tallies is not None
+        for summary in summaries:
+            self.runtime.episode_finished(summary, [], vector.tallies.info)
+
+    async def _discard(self, vector: Vector, reason: str = "client") -> None:
         if self._vectors.pop(vector.id, None) is None:
             return
         self.runtime.table.release_reservation(vector.principal, vector.num_envs)
         async with vector.lock:
+            if vector.tallies is not None and vector.infra_failure is None:
+                self._report(vector, vector.tallies.cut_short(slice(None), reason))
             if vector.infra_failure is None:  # else it was closed when it failed
                 try:
                     vector.env.close()
                 except Exception:
                     log.exception("vector %s (%s): close failed", vector.id, vector.spec.id)
 
-    async def close_owned(self, owner: str) -> None:
+    async def close_owned(self, owner: str, reason: str) -> None:
         for vector in [v for v in self._vectors.values() if v.owner == owner]:
-            await self._discard(vector)
+            await self._discard(vector, reason)
 
-    async def close_all(self) -> None:
+    async def close_all(self, reason: str) -> None:
         for vector in list(self._vectors.values()):
-            await self._discard(vector)
+            await self._discard(vector, reason)
 
     async def reap_idle(self, owner_prefix: str, idle_seconds: float) -> int:
         cutoff = time.monotonic() - idle_seconds
@@ -347,7 +364,7 @@ class VectorTable:
         ]
         for vector in idle:
             log.info("closing idle vector %s", vector.id)
-            await self._discard(vector)
+            await self._discard(vector, "idle")
         return len(idle)
 
 

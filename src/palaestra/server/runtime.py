@@ -352,12 +352,12 @@ class Runtime:
     async def close_owned(self, owner: str, reason: str) -> None:
         for episode_id in self.table.owned_by(owner):
             await self.close_episode(episode_id, reason)
-        await self.vectors.close_owned(owner)
+        await self.vectors.close_owned(owner, reason)
 
     async def close_all(self, reason: str) -> None:
         for episode_id in self.table.all_ids():
             await self.close_episode(episode_id, reason)
-        await self.vectors.close_all()
+        await self.vectors.close_all(reason)
 
     def episode_finished(
         self, summary: t.EpisodeSummary, trajectory: list[dict[str, Any]], info: dict[str, Any]
