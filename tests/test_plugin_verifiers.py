@@ -22,7 +22,7 @@ import pytest
 
 from palaestra.agents.client import Client, PalaestraError
 from palaestra.testing import run_checks
-from palaestra.types import Action, EpisodeStep, Message, ToolCall
+from palaestra.types import Action, ComponentStatus, EpisodeStep, Message, ToolCall
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("PALAESTRA_VERIFIERS_VENV", ROOT / ".ci-work/venv-verifiers"))
@@ -209,6 +209,27 @@ class CrashTaskset(vf.Taskset[vf.Task, vf.TasksetConfig]):
 __all__ = ["CrashEnv", "CrashTaskset"]
 """
 
+UNREADY = """
+import verifiers.v1 as vf
+
+
+class UnreadyEnvConfig(vf.EnvConfig):
+    player: vf.AgentConfig = vf.AgentConfig()
+
+
+class UnreadyEnv(vf.Env[UnreadyEnvConfig]):
+    async def run(self, task, agents):
+        raise RuntimeError("the game engine did not start")
+
+
+class UnreadyTaskset(vf.Taskset[vf.Task, vf.TasksetConfig]):
+    def load(self):
+        yield vf.Task(vf.TaskData(prompt="Make a move."), self.config.task)
+
+
+__all__ = ["UnreadyEnv", "UnreadyTaskset"]
+"""
+
 # the other plugins are not needed here (and some of their extras are not in the verifiers venv)
 DISABLED = ("code", "math", "games", "tools", "gym", "reasoning_gym", "textarena")
 # not a verifiers environment: a client naming it must not get it imported
@@ -225,6 +246,7 @@ MODULES = {
     "vf_test_calc": CALC,
     "vf_test_broken": BROKEN,
     "vf_test_crash": CRASH,
+    "vf_test_unready": UNREADY,
     "vf_test_unrelated": UNRELATED,
 }
 
@@ -409,18 +431,28 @@ def test_toolset_tools_are_palaestra_tools(client: Client) -> None:
     assert final.result.info["metrics"] == {"tool_calls": 2.0}
 
 
-def test_the_environments_own_failures_are_infrastructure_failures(client: Client) -> None:
+def test_the_environment_raising_after_the_reply_is_the_policys_failure(client: Client) -> None:
+    """A rubric or game engine that raises on the policy's reply scores it 0 (every reward function ERROR,
+    the exception as detail), never an infrastructure failure a trainer would drop."""
     [episode] = client.open("vf/vf_test_broken", seed=0)
     step = client.step(episode.episode_id, "anything")
-    assert step.done and step.infra_failure is not None
-    assert step.infra_failure.source == "verifier" and "the rubric is broken" in step.infra_failure.message
-    assert not step.agents  # no result, so no reward
+    assert step.done and step.infra_failure is None and step.result.terminated
+    [crashes] = step.result.components
+    assert (crashes.name, crashes.value, crashes.status) == ("crashes", 0.0, ComponentStatus.ERROR)
+    assert "the rubric is broken" in crashes.detail and step.result.reward == 0.0
     [episode] = client.open("vf/vf_test_crash", seed=0)
     step = client.step(episode.episode_id, "e4")
-    assert step.done and step.infra_failure is not None and not step.agents
-    assert (
-        step.infra_failure.source == "environment" and "the game engine crashed" in step.infra_failure.message
-    )
+    assert step.done and step.infra_failure is None and step.result.reward == 0.0
+    [error] = step.result.components
+    assert (error.name, error.status) == ("env.error", ComponentStatus.ERROR)
+    assert "the game engine crashed" in error.detail
+
+
+def test_the_environment_failing_before_any_reply_is_an_infrastructure_failure(client: Client) -> None:
+    [episode] = client.open("vf/vf_test_unready", seed=0)
+    assert episode.done and episode.infra_failure is not None and not episode.agents
+    assert episode.infra_failure.source == "environment"
+    assert "the game engine did not start" in episode.infra_failure.message
 
 
 def test_compliance_suite(client: Client, modules: Path) -> None:

@@ -8,12 +8,15 @@ event loop; `VerifiersEnv.reset`/`step` hand it the policy's reply and wait unti
 (or ends). The exchange is recorded on a real verifiers `Trace`, so the task's own `@vf.reward` and
 `@vf.metric` functions score it exactly as they would in verifiers (`Task.score`).
 
-Failures: an exception from the environment's own code (its `run`, `finalize`, or a reward function) is an
-infrastructure failure of the environment (source `environment`, or `verifier` for scoring), never a
-reward: verifiers records such a rollout as errored, not scored, and Palaestra cannot tell whether the
-policy's text provoked it (an environment that wants to score bad answers handles them and returns 0).
-A tool that raises, unknown tools and bad arguments are the policy's calls: the error goes back to the
-policy as the tool's result, as verifiers' MCP tool servers answer.
+Failures: an exception from the environment's own code (its `run`, `finalize`, or a reward function)
+after the policy's first reply may have been provoked by that reply, and the server cannot tell: it is
+the policy's failure, never an infrastructure failure that a trainer would drop (a policy could learn to
+crash a rubric to escape its 0). The episode ends with reward 0: every reward function of the task is
+reported with status ERROR and the exception as its detail (or one `env.error` component when the
+environment records its rewards itself). An exception before the policy's first reply (the environment
+failing to start its run) is an infrastructure failure (source `environment`): the policy could not
+have caused it. A tool that raises, unknown tools and bad arguments are the policy's calls: the error
+goes back to the policy as the tool's result, as verifiers' MCP tool servers answer.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from palaestra.types import (
     Action,
     AgentResult,
     ChatSpace,
+    ComponentStatus,
     EnvSpec,
     Message,
     Observation,
@@ -557,6 +561,7 @@ class VerifiersEnv(AsyncEnv):
         self.traces: list[Trace] = []
         self.pending: list[Message] = []
         self.turns = 0
+        self.failed: str | None = None  # the environment raised after the policy's reply (see the module doc)
         self.task: Any = None
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._reply: asyncio.Future[Message] | None = None
@@ -574,6 +579,7 @@ class VerifiersEnv(AsyncEnv):
         self.task = pick_task(tasks, self.context.task, seed)
         self.tools = Tools()
         self.traces, self.pending, self.turns, self._first = [], [], 0, True
+        self.failed = None
         self._events = asyncio.Queue()
         await self.tools.start(self.served, config, self.task)
         self._runner = asyncio.create_task(self._drive(self.task, config))
@@ -622,14 +628,22 @@ class VerifiersEnv(AsyncEnv):
                 await env.finalize(task, episode)
             if not self.traces:
                 raise RuntimeError("the environment ran no turn of its agent")
-            self._events.put_nowait(("done", None))
-        except _ScoringFailed as exc:
-            self._events.put_nowait(
-                ("error", InfraError("verifier", f"{self.served.env_id}: scoring failed: {exc}"))
-            )
         except Exception as exc:
-            failure = InfraError("environment", f"{self.served.env_id}: {type(exc).__name__}: {exc}")
-            self._events.put_nowait(("error", failure))
+            detail = (
+                f"scoring failed: {exc}"
+                if isinstance(exc, _ScoringFailed)
+                else f"{type(exc).__name__}: {exc}"
+            )
+            if not self.turns:  # before the policy's first reply: it cannot have caused this
+                self._events.put_nowait(
+                    ("error", InfraError("environment", f"{self.served.env_id}: {detail}"))
+                )
+                return
+            self.context.logger.warning(
+                "raised after the policy's reply, so scored 0 as its failure: %s", detail
+            )
+            self.failed = detail
+        self._events.put_nowait(("done", None))
 
     async def _next(self) -> StepResult:
         kind, payload = await self._events.get()
@@ -650,6 +664,8 @@ class VerifiersEnv(AsyncEnv):
         return self._final()
 
     def _final(self) -> StepResult:
+        if self.failed is not None:
+            return self._failed_final(self.failed)
         components = []
         metrics: dict[str, float] = {}
         for trace in self.traces:
@@ -670,6 +686,25 @@ class VerifiersEnv(AsyncEnv):
             info=info,
         )
         return StepResult.single(result)
+
+    def _failed_final(self, detail: str) -> StepResult:
+        """The end of an episode whose environment raised after the policy's reply: reward 0, every reward
+        function ERROR (not computed), so the episode is trained on as the policy's failure."""
+        names = [name for name, _ in self.served.rewards] or [ENV_FAMILY + "error"]
+        weights = dict(self.served.rewards)
+        components = [
+            RewardComponent(
+                name, RewardKind.OUTCOME, 0.0, weights.get(name, 1.0), ComponentStatus.ERROR, detail
+            )
+            for name in names
+        ]
+        pending, self.pending = self.pending, []
+        info = {"error": detail, "stop_condition": ["error"]}
+        return StepResult.single(
+            AgentResult(
+                observation=Observation(messages=pending), components=components, terminated=True, info=info
+            )
+        )
 
     async def _stop(self) -> None:
         runner, self._runner = self._runner, None
