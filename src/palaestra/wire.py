@@ -191,12 +191,18 @@ def message_to_proto(message: t.Message, out: types_pb2.Message | None = None) -
     return proto
 
 
+# The *_from_proto functions run for every reply a client gets: each skips empty repeated and map
+# fields with one cheap truth test (iterating an empty one costs several times more), and builds nothing
+# that the dataclass's default would build anyway.
+
+
 def message_from_proto(proto: types_pb2.Message) -> t.Message:
+    calls = proto.tool_calls
     return t.Message(
         role=proto.role,
         content=proto.content,
         name=proto.name,
-        tool_calls=[t.ToolCall(name=c.name, arguments=c.arguments, id=c.id) for c in proto.tool_calls],
+        tool_calls=[t.ToolCall(name=c.name, arguments=c.arguments, id=c.id) for c in calls] if calls else [],
         tool_call_id=proto.tool_call_id,
     )
 
@@ -219,13 +225,14 @@ def observation_to_proto(obs: t.Observation, out: types_pb2.Observation) -> None
 
 
 def observation_from_proto(proto: types_pb2.Observation) -> t.Observation:
+    tools, legal = proto.tools, proto.legal_actions
     return t.Observation(
         messages=[message_from_proto(m) for m in proto.messages],
-        tools=[json.loads(tool.json) for tool in proto.tools],
+        tools=[json.loads(tool.json) for tool in tools] if tools else [],
         tensor=tensor_from_proto(proto.tensor) if proto.HasField("tensor") else None,
         action_mask=tensor_from_proto(proto.action_mask) if proto.HasField("action_mask") else None,
-        legal_actions=list(proto.legal_actions),
-        info=dict_from_struct(proto.info),
+        legal_actions=list(legal) if legal else [],
+        info=dict_from_struct(proto.info) if proto.HasField("info") else {},
     )
 
 
@@ -322,14 +329,15 @@ def agent_result_to_proto(agent: str, result: t.AgentResult, out: types_pb2.Agen
 
 
 def agent_result_from_proto(p: types_pb2.AgentResult) -> t.AgentResult:
+    checklist = p.checklist
     return t.AgentResult(
         observation=observation_from_proto(p.observation),
         reward=p.reward,
         components=[component_from_proto(c) for c in p.components],
-        checklist=[checklist_from_proto(c) for c in p.checklist],
+        checklist=[checklist_from_proto(c) for c in checklist] if checklist else [],
         terminated=p.terminated,
         truncated=p.truncated,
-        info=dict_from_struct(p.info),
+        info=dict_from_struct(p.info) if p.HasField("info") else {},
     )
 
 
