@@ -14,6 +14,7 @@ import nltk
 import pytest
 
 from palaestra.agents.client import Client, PalaestraError
+from palaestra.plugins import textarena as textarena_plugin
 from palaestra.plugins.games.tournament import run_tournament
 from palaestra.plugins.textarena import textarena_game
 from palaestra.server.app import ServerThread
@@ -173,6 +174,10 @@ def test_unbuildable_games_are_failed_precondition(ta_client: Client) -> None:
             ta_client.open("ta/Chess-v0")
         assert caught.value.code is grpc.StatusCode.FAILED_PRECONDITION
         assert "SyntaxError" in caught.value.message
+        tries = textarena_plugin._probe.cache_info().misses
+        with pytest.raises(PalaestraError, match="SyntaxError"):  # the same answer, without building it again
+            ta_client.open("ta/Chess-v0")
+        assert textarena_plugin._probe.cache_info().misses == tries
     try:  # Wordle needs NLTK's words corpus; the server never downloads it
         nltk.data.find("corpora/words")
     except LookupError:

@@ -106,9 +106,22 @@ def new_game(game_id: str) -> Any:
         ) from None
 
 
-@cache
 def player_counts(game_id: str) -> tuple[int, ...]:
-    """The numbers of players the game accepts (up to MAX_PLAYERS)."""
+    """The numbers of players the game accepts (up to MAX_PLAYERS). Raises EnvUnavailable when the game
+    cannot be built here."""
+    counts, unavailable = _probe(game_id)
+    if unavailable:
+        raise EnvUnavailable(unavailable)
+    return counts
+
+
+@cache  # per game of TextArena's registry: a game that cannot be built is not tried again on every open
+def _probe(game_id: str) -> tuple[tuple[int, ...], str]:
+    """(the player counts the game accepts, ""), or ((), why it cannot be built here)."""
+    try:
+        new_game(game_id)
+    except EnvUnavailable as exc:
+        return (), str(exc)
     counts = []
     for players in range(1, MAX_PLAYERS + 1):
         game = new_game(game_id)
@@ -118,7 +131,7 @@ def player_counts(game_id: str) -> tuple[int, ...]:
         except Exception:
             continue
         counts.append(players)
-    return tuple(counts)
+    return tuple(counts), ""
 
 
 def _render(records: list[tuple[int, str, Any]]) -> str:
