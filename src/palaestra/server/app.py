@@ -21,7 +21,7 @@ from palaestra.pluginmanager import Plugins, load_plugins
 from palaestra.server.auth import Authenticator
 from palaestra.server.config import ServerConfig
 from palaestra.server.runtime import Runtime
-from palaestra.server.service import CatalogService, EnvService, request_limit, tolerant_decoder
+from palaestra.server.service import CatalogService, EnvService, tolerant_decoder
 from palaestra.v1 import catalog_pb2, env_pb2, env_pb2_grpc
 from palaestra.v1 import catalog_pb2_grpc as catalog_grpc
 
@@ -87,7 +87,7 @@ def _refusing_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, Any]]:
-    size = config.max_message_mb * 1024 * 1024
+    size = config.max_message_bytes
     keepalive_ms = int(config.keepalive_time_s * 1000)
     return [
         ("grpc.max_send_message_length", size),
@@ -135,7 +135,7 @@ class PalaestraServer:
         return f"{self.config.host}:{self.port}"
 
     async def start(self) -> None:
-        interceptors = [AuthInterceptor(self.auth, request_limit(self.config.max_message_mb))]
+        interceptors = [AuthInterceptor(self.auth, self.config.max_request_bytes)]
         server = grpc.aio.server(options=grpc_options(self.config), interceptors=interceptors)
         catalog_grpc.add_EnvCatalogServicer_to_server(CatalogService(self.runtime, self.auth), server)
         env_pb2_grpc.add_EnvServiceServicer_to_server(self.env_service, server)

@@ -235,7 +235,7 @@ class VectorTable:
             raise
         # Each step's reply is as large as this one: a vector too large for one message is refused now
         # (the client would never learn its id from a refused reply).
-        limit = runtime.config.max_message_mb * 1024 * 1024 * 15 // 16
+        limit = runtime.config.max_request_bytes
         size = result.ByteSize()
         if size > limit:
             await self._discard(vector)

@@ -70,6 +70,9 @@ class PrincipalConfig:
         return (os.environ if environ is None else environ).get(self.token_env, "") if self.token_env else ""
 
 
+MIB = 1024 * 1024
+
+
 @dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -98,6 +101,18 @@ class ServerConfig:
     llm: dict[str, dict[str, Any]] = field(default_factory=dict)  # [llm.NAME]: named chat endpoints
     store: dict[str, Any] = field(default_factory=dict)  # [store]: the trajectory store (palaestra.store)
     dashboard: dict[str, Any] = field(default_factory=dict)  # [dashboard]: the web dashboard
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The transport's limit per message (gRPC's send and receive limits)."""
+        return self.max_message_mb * MIB
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The application's limit per request, and per reply of a vector: below the transport's, so a
+        request too large is refused in-band (RESOURCE_EXHAUSTED with its request id) instead of the
+        transport ending the whole stream."""
+        return self.max_message_bytes * 15 // 16
 
     @property
     def address(self) -> str:

@@ -74,8 +74,8 @@ class CatalogService(catalog_pb2_grpc.EnvCatalogServicer):
             max_episodes=config.max_episodes,
             max_episodes_per_client=principal.max_episodes,
             max_sandboxes_per_client=principal.max_sandboxes,
-            max_message_bytes=config.max_message_mb * MIB,
-            max_request_bytes=request_limit(config.max_message_mb),
+            max_message_bytes=config.max_message_bytes,
+            max_request_bytes=config.max_request_bytes,
             principal=principal.name,
             episodes_held=self.runtime.table.held_by(principal.name),
             stream_idle_timeout_s=config.stream_idle_timeout_s,
@@ -227,7 +227,7 @@ class EnvService(env_pb2_grpc.EnvServiceServicer):
     async def _within_limit(self, reply: env_pb2.SessionResponse) -> env_pb2.SessionResponse:
         """A reply too large for the transport would end the whole stream: refuse it in-band instead
         (episodes it opened are closed, since the client never learns their ids)."""
-        limit = self.runtime.config.max_message_mb * MIB
+        limit = self.runtime.config.max_message_bytes
         if reply.ByteSize() <= limit:
             return reply
         for episode in reply.open.episodes:
@@ -308,9 +308,6 @@ class EnvService(env_pb2_grpc.EnvServiceServicer):
             self.in_flight -= 1
 
 
-MIB = 1024 * 1024
-
-
 class _Stream:
     """One Session stream: its owner id, its caller, its replies, its requests in flight."""
 
@@ -329,12 +326,6 @@ class BadMessage:
     def __init__(self, request_id: str, error: ServiceError) -> None:
         self.request_id = request_id
         self.error = error
-
-
-def request_limit(max_message_mb: int) -> int:
-    """The application's limit per request: below the transport's, so a large request is refused
-    in-band (RESOURCE_EXHAUSTED with its request id) instead of breaking the stream."""
-    return max_message_mb * MIB * 15 // 16
 
 
 def tolerant_decoder(limit: int) -> Callable[[bytes], Any]:
