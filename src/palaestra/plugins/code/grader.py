@@ -14,6 +14,7 @@ starved the grading of CPU (`overload`). Only those raise `InfraError`.
 
 from __future__ import annotations
 
+import inspect
 import json
 import secrets
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from typing import Any
 
 from palaestra.env import InfraError
 from palaestra.plugins.code.languages import Language, fill
+from palaestra.plugins.code.supervisor import remove_tree
 from palaestra.plugins.code.tasks import CodeTask, FunctionTest, IOTest, Test
 from palaestra.sandbox.api import ExecResult, ExecStatus, Sandbox, SandboxError
 
@@ -114,32 +116,20 @@ async def _write(sandbox: Sandbox, path: str, data: str, python: str, keep: Sequ
         ) from exc
 
 
-# Removes everything in the work dir and /tmp but the paths given (relative to the work dir): any mode, any
-# depth (iteratively), no symlink followed. Run between jobs, when nothing of the job runs any more.
-RECLAIM_SOURCE = """
+# Removes everything in the work dir and /tmp but the paths given (relative to the work dir), with the
+# supervisor's own `remove_tree` (any mode, any depth, no symlink followed): one removal routine for both.
+# Run between jobs, when nothing of the job runs any more, as `python -c` (the supervisor's file may not fit
+# on a full disk).
+RECLAIM_SOURCE = f"""
 import os, stat, sys
-keep = {os.path.normpath(os.path.join(os.getcwd(), k)) for k in sys.argv[1:]}
-def remove(path):
-    stack = [path]
-    while stack:
-        top = stack[-1]
-        if not stat.S_ISDIR(os.lstat(top).st_mode):
-            os.unlink(top)
-            stack.pop()
-            continue
-        os.chmod(top, 0o700)
-        entries = [os.path.join(top, e) for e in os.listdir(top)]
-        if entries:
-            stack += entries
-        else:
-            os.rmdir(top)
-            stack.pop()
+{inspect.getsource(remove_tree)}
+keep = {{os.path.normpath(os.path.join(os.getcwd(), k)) for k in sys.argv[1:]}}
 for root in (os.getcwd(), "/tmp"):
     for entry in os.listdir(root):
         path = os.path.join(root, entry)
         if path not in keep:
             try:
-                remove(path)
+                remove_tree(path)
             except OSError:
                 pass
 """
