@@ -139,7 +139,8 @@ class Runtime:
             if index % 16 == 15:
                 await asyncio.sleep(0)
             self.metrics.episodes_opened.labels(episode.spec.id).inc()
-            await self._fill(response.episodes.add(), episode, result)
+            if self._fill_now(response.episodes.add(), episode, result):
+                await episode.close_env()  # an infrastructure failure: free its sandboxes now
         self.metrics.episodes_open.set(len(self.table))
         return response
 
@@ -237,34 +238,39 @@ class Runtime:
         """`_run_one`, synchronously; True when the episode's environment must now be closed."""
         before = episode.env_seconds
         try:
-            result = call(episode)
+            outcome: t.StepResult | ServiceError = call(episode)
         except ServiceError as exc:
-            self.metrics.errors.labels(exc.code.name).inc()
-            out.error.CopyFrom(exc.to_status())
-            return False
-        steps, latency = self.metrics.step_meters(episode.spec.id)
-        steps.inc()
-        latency.observe(episode.env_seconds - before)
-        return self._fill_now(out, episode, result)
+            outcome = exc
+        return self._finish(out, episode, before, outcome)
 
     async def _run_one(
         self, out: types_pb2.EpisodeResult, episode: Episode, call: Coroutine[Any, Any, t.StepResult]
     ) -> None:
         before = episode.env_seconds
         try:
-            result = await call
+            outcome: t.StepResult | ServiceError = await call
         except ServiceError as exc:
-            self.metrics.errors.labels(exc.code.name).inc()
-            out.error.CopyFrom(exc.to_status())
-            return
+            outcome = exc
+        if self._finish(out, episode, before, outcome):
+            await episode.close_env()  # free sandboxes now; the summary stays until the client closes
+
+    def _finish(
+        self,
+        out: types_pb2.EpisodeResult,
+        episode: Episode,
+        before: float,
+        outcome: t.StepResult | ServiceError,
+    ) -> bool:
+        """Put one call's outcome in `out` (the result, or the error that refused it) and count it; True
+        when the episode's environment must now be closed. `before`: its env_seconds before the call."""
+        if isinstance(outcome, ServiceError):
+            self.metrics.errors.labels(outcome.code.name).inc()
+            out.error.CopyFrom(outcome.to_status())
+            return False
         steps, latency = self.metrics.step_meters(episode.spec.id)
         steps.inc()
         latency.observe(episode.env_seconds - before)
-        await self._fill(out, episode, result)
-
-    async def _fill(self, out: types_pb2.EpisodeResult, episode: Episode, result: t.StepResult) -> None:
-        if self._fill_now(out, episode, result):
-            await episode.close_env()  # free sandboxes now; the summary stays until the client closes
+        return self._fill_now(out, episode, outcome)
 
     def _fill_now(self, out: types_pb2.EpisodeResult, episode: Episode, result: t.StepResult) -> bool:
         """Fill in an episode's result; True after an infrastructure failure (close its environment)."""
