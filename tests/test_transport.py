@@ -4,12 +4,14 @@ and per-step trajectories are built only when a plugin listens for them."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 from typing import Any
 
 import grpc
 import pytest
 
-from palaestra.agents.client import AsyncClient, PalaestraError
+from palaestra.agents.client import AsyncClient, Client, PalaestraError
 from palaestra.pluginmanager import load_plugins
 from palaestra.server.app import ServerThread
 from palaestra.server.config import ServerConfig
@@ -88,6 +90,42 @@ async def test_a_broken_stream_ends_every_waiting_step_as_an_infra_failure() -> 
         assert down.value.code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
     finally:
         await client.aclose()
+
+
+async def test_steps_queued_behind_an_unwritable_request_end_at_their_deadline() -> None:
+    """The stream's writer waits for a connection that never comes (nothing listens): the open it holds
+    and the steps queued behind it, not yet requests on the stream, all end at their deadline."""
+    with socket.socket() as reserved:  # bound but not listening: every connection is refused
+        reserved.bind(("127.0.0.1", 0))
+        client = AsyncClient(f"127.0.0.1:{reserved.getsockname()[1]}", timeout_s=0.5)
+        try:
+            waiting = [client.open("echo/text"), *(client.step(f"episode-{i}", "x") for i in range(3))]
+            outcomes = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 60)
+        finally:
+            await client.aclose()
+    assert [getattr(o, "code", o) for o in outcomes] == [grpc.StatusCode.DEADLINE_EXCEEDED] * 4
+
+
+@pytest.mark.timeout(120)
+def test_sync_steps_from_several_threads_each_get_their_own_result(server_address: str) -> None:
+    """Client.step hands each call to the loop thread directly; calls from several threads at once
+    (which may share a message) each get their own episode's result."""
+    mismatches: list[str] = []
+    with Client(server_address, timeout_s=60) as client:
+        opened = client.open("echo/text", seed=0, options={"turns": 64}, count=4)
+
+        def run(episode_id: str, name: str) -> None:
+            for i in range(25):
+                said = client.step(episode_id, f"{name} {i}").result.observation.messages[0].content
+                if said != f"You said: {name} {i}":
+                    mismatches.append(said)
+
+        threads = [threading.Thread(target=run, args=(s.episode_id, f"t{n}")) for n, s in enumerate(opened)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert mismatches == []
 
 
 @pytest.mark.parametrize(("extra", "expected"), [([], False), (["plugin_for_tests"], True)])

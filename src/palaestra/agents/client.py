@@ -207,7 +207,8 @@ class AsyncClient:
         # request id -> (request, callback, deadline on the loop's clock)
         self._pending: dict[str, tuple[env_pb2.SessionRequest, OnReply, float]] = {}
         # Single steps and resets asked for in the same event-loop turn, waiting to travel together.
-        self._queued: dict[str, list[tuple[Any, asyncio.Future[Any]]]] = {"step": [], "reset": []}
+        # (item, its caller's future, its deadline): the deadline runs from when it was asked for.
+        self._queued: dict[str, list[tuple[Any, asyncio.Future[Any], float]]] = {"step": [], "reset": []}
         self._outbox: _Outbox | None = None
         self._reader: asyncio.Task[None] | None = None
         self._stream_error: PalaestraError | None = None  # what ended the last stream, if one ended
@@ -276,10 +277,13 @@ class AsyncClient:
         with contextlib.suppress(Exception):
             self._send(env_pb2.SessionRequest(close=env_pb2.CloseRequest(episode_ids=episode_ids)), _ignore)
 
-    def _send(self, request: env_pb2.SessionRequest, on_reply: OnReply) -> None:
+    def _send(
+        self, request: env_pb2.SessionRequest, on_reply: OnReply, deadline: float | None = None
+    ) -> None:
         """Put a request on the stream. `on_reply` gets its reply, or the error that broke the stream,
         straight from the reader (a callback, not a future: one event-loop hop less per reply).
-        Steps, resets and closes of episodes lost with an earlier stream are answered here."""
+        Steps, resets and closes of episodes lost with an earlier stream are answered here.
+        `deadline` (the loop's clock): when the request was asked for earlier than now."""
         if self._lost:
             answered = self._answer_lost(request, on_reply)
             if answered is None:
@@ -294,14 +298,17 @@ class AsyncClient:
             )
         outbox = self._ensure_stream()
         request.request_id = request_id = str(next(self._ids))
-        loop = asyncio.get_running_loop()
-        if self.timeout_s is None:
-            self._pending[request_id] = (request, on_reply, float("inf"))
-        else:
-            self._pending[request_id] = (request, on_reply, loop.time() + self.timeout_s)
-            if self._sweeper is None:
-                self._sweeper = loop.create_task(self._expire_late(self.timeout_s))
+        self._pending[request_id] = (request, on_reply, self._deadline() if deadline is None else deadline)
         outbox.put(request)
+
+    def _deadline(self) -> float:
+        """The deadline of a request asked for now, on the loop's clock (starts the sweeper that keeps it)."""
+        if self.timeout_s is None:
+            return float("inf")
+        loop = asyncio.get_running_loop()
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._expire_late(self.timeout_s))
+        return loop.time() + self.timeout_s
 
     async def _expire_late(self, timeout: float) -> None:
         """Fail requests past their deadline with DEADLINE_EXCEEDED (one sweep a second, or faster for
@@ -310,12 +317,20 @@ class AsyncClient:
         while not self._closed:
             await asyncio.sleep(min(1.0, timeout / 4))
             now = loop.time()
+            error = PalaestraError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"no reply within {timeout} s (the client's timeout_s)"
+            )
             late = [request_id for request_id, entry in self._pending.items() if entry[2] < now]
             for request_id in late:
                 entry = self._pending.pop(request_id, None)
                 if entry is not None:
-                    message = f"no reply within {timeout} s (the client's timeout_s)"
-                    entry[1](PalaestraError(grpc.StatusCode.DEADLINE_EXCEEDED, message))
+                    entry[1](error)
+            # Steps and resets still queued: the writer is stuck (no connection yet, or a server that
+            # stopped reading), and they must not wait past their deadline either.
+            for kind, queued in self._queued.items():
+                if queued and queued[0][2] < now:
+                    self._queued[kind] = [entry for entry in queued if entry[2] >= now]
+                    _settle([future for _, future, deadline in queued if deadline < now], error)
 
     def _answer_lost(
         self, request: env_pb2.SessionRequest, on_reply: OnReply
@@ -441,7 +456,7 @@ class AsyncClient:
             return future
         outbox = self._ensure_stream()  # raises at once when the client is closed
         queued = self._queued[kind]
-        queued.append((item, future))
+        queued.append((item, future, self._deadline()))
         if len(queued) == 1:
             outbox.put_batch(kind)
         return future
@@ -451,14 +466,14 @@ class AsyncClient:
         queued, self._queued[kind] = self._queued[kind], []
         if not queued:
             return
-        items = [item for item, _ in queued]
-        waiting = [future for _, future in queued]
+        items = [item for item, _, _ in queued]
+        waiting = [future for _, future, _ in queued]
         if kind == "step":
             request = env_pb2.SessionRequest(step=env_pb2.StepRequest(episodes=items))
         else:
             request = env_pb2.SessionRequest(reset=env_pb2.ResetRequest(episodes=items))
         try:
-            self._send(request, lambda outcome: _deliver(outcome, kind, waiting))
+            self._send(request, lambda outcome: _deliver(outcome, kind, waiting), queued[0][2])
         except Exception as exc:  # e.g. a broken stream: raise it in the callers, never leave them waiting
             _settle(waiting, exc)
 
