@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -300,10 +301,25 @@ def serve_for_run(record: Mapping[str, Any] | None = None) -> Iterator[str]:
         yield thread.address
 
 
+# Collect the youngest generation after this many new objects (Python's default: 700). A step allocates
+# dozens of short-lived objects, so at the default the server collected every few steps; measured on
+# batched echo steps (in-process, trajectory store on): 25.5 us per episode-step at 700, 22 us at 50,000.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_garbage_collector() -> None:
+    """For a `palaestra serve` process (never a user's process that runs a ServerThread): collect the young
+    generation less often, and move everything built at start-up (plugins, registries) out of the
+    collector's sight, so full collections walk only what the episodes made."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
 async def serve(config: ServerConfig) -> None:
     """Run until SIGINT or SIGTERM, then shut down gracefully (drain, close episodes, free sandboxes)."""
     server = PalaestraServer(config)
     await server.start()
+    tune_garbage_collector()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
