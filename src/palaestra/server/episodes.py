@@ -299,35 +299,22 @@ def _trajectory_entry(
     collection finds them all untrackable."""
     agents = []
     for agent, r in result.agents.items():
-        components = [
-            (c.name, _KIND_NAMES[c.kind], c.value, c.weight, _STATUS_NAMES[c.status], c.detail)
-            for c in r.components
-        ]
-        messages = [_message_tuple(m) for m in r.observation.messages]
-        checklist = [
-            (
-                c.item_id,
-                c.turn,
-                c.passed,
-                c.weight,
-                c.score,
-                _STATUS_NAMES[c.status],
-                c.reason,
-                tuple([(e.turn, e.step, e.snippet) for e in c.evidence]),
+        # (Each part is built only when there is something in it: a comprehension costs even when empty.)
+        components = (
+            tuple(
+                [
+                    (c.name, _KIND_NAMES[c.kind], c.value, c.weight, _STATUS_NAMES[c.status], c.detail)
+                    for c in r.components
+                ]
             )
-            for c in r.checklist
-        ]
-        agents.append(
-            (
-                agent,
-                r.scalar_reward,
-                tuple(components),
-                tuple(messages),
-                tuple(checklist),
-                tuple(r.observation.legal_actions),
-                r.info or None,
-            )
+            if r.components
+            else ()
         )
+        observation = r.observation
+        messages = tuple([_message_tuple(m) for m in observation.messages]) if observation.messages else ()
+        checklist = tuple([_checklist_tuple(c) for c in r.checklist]) if r.checklist else ()
+        legal = tuple(observation.legal_actions) if observation.legal_actions else ()
+        agents.append((agent, r.scalar_reward, components, messages, checklist, legal, r.info or None))
     summaries = tuple([(agent, _action_summary(a)) for agent, a in actions.items()]) if actions else ()
     return (
         step,
@@ -397,8 +384,13 @@ def _expand_entry(entry: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _message_tuple(message: t.Message) -> tuple[Any, ...]:
-    calls = tuple([(c.id, c.name, c.arguments) for c in message.tool_calls])
+    calls = tuple([(c.id, c.name, c.arguments) for c in message.tool_calls]) if message.tool_calls else ()
     return (message.role, message.content, message.name, calls, message.tool_call_id)
+
+
+def _checklist_tuple(c: t.ChecklistItemResult) -> tuple[Any, ...]:
+    evidence = tuple([(e.turn, e.step, e.snippet) for e in c.evidence])
+    return (c.item_id, c.turn, c.passed, c.weight, c.score, _STATUS_NAMES[c.status], c.reason, evidence)
 
 
 def _message_dict(message: tuple[Any, ...]) -> dict[str, Any]:
