@@ -258,7 +258,7 @@ class AsyncClient:
             if self._outbox is outbox:  # the next request starts a new stream
                 self._outbox, self._reader = None, None
             # Steps and resets queued for this stream but not yet sent go on the next one (a new stream,
-            # or answered here if their episodes are lost), as if they had been asked for just now.
+            # or answered here since their episodes are lost), within their own deadlines.
             for kind in outbox.end(abandon=True):
                 asyncio.get_running_loop().call_soon(self._send_queued, kind)
             # The server closes a stream's episodes when it ends: they are lost, and what was asked of them
@@ -317,20 +317,20 @@ class AsyncClient:
         while not self._closed:
             await asyncio.sleep(min(1.0, timeout / 4))
             now = loop.time()
-            error = PalaestraError(
-                grpc.StatusCode.DEADLINE_EXCEEDED, f"no reply within {timeout} s (the client's timeout_s)"
-            )
+            message = f"no reply within {timeout} s (the client's timeout_s)"
             late = [request_id for request_id, entry in self._pending.items() if entry[2] < now]
             for request_id in late:
                 entry = self._pending.pop(request_id, None)
                 if entry is not None:
-                    entry[1](error)
-            # Steps and resets still queued: the writer is stuck (no connection yet, or a server that
-            # stopped reading), and they must not wait past their deadline either.
+                    entry[1](PalaestraError(grpc.StatusCode.DEADLINE_EXCEEDED, message))
+            # Steps and resets still queued, not yet requests: the writer is stuck (no connection yet, or
+            # a server that stopped reading them), and they must not wait past their deadline either.
             for kind, queued in self._queued.items():
                 if queued and queued[0][2] < now:
                     self._queued[kind] = [entry for entry in queued if entry[2] >= now]
-                    _settle([future for _, future, deadline in queued if deadline < now], error)
+                    for _, future, deadline in queued:
+                        if deadline < now and not future.done():
+                            future.set_exception(PalaestraError(grpc.StatusCode.DEADLINE_EXCEEDED, message))
 
     def _answer_lost(
         self, request: env_pb2.SessionRequest, on_reply: OnReply
@@ -664,6 +664,7 @@ def _lost_reply(request: env_pb2.SessionRequest, failure: t.InfraFailure) -> env
 
 
 def _lost_result(kind: str, episode_id: str, failure: t.InfraFailure) -> types_pb2.EpisodeResult:
+    """The answer for a step or reset of one lost episode (see _lost_reply)."""
     request = env_pb2.SessionRequest()
     getattr(request, kind).episodes.add(episode_id=episode_id)
     reply = _lost_reply(request, failure)
@@ -829,7 +830,7 @@ class Client:
 
         The hot path of send and step: one thread hand-off each way (call_soon_threadsafe, then a
         SimpleQueue that the reply callback fills), with no coroutine, Task or concurrent Future between
-        (run_coroutine_threadsafe costs about 90 us a call more)."""
+        (run_coroutine_threadsafe: RemoteVectorEnv's 8-episode step took about 70 us longer)."""
         box: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
         def begin() -> None:
