@@ -468,10 +468,8 @@ class AsyncClient:
             return
         items = [item for item, _, _ in queued]
         waiting = [future for _, future, _ in queued]
-        if kind == "step":
-            request = env_pb2.SessionRequest(step=env_pb2.StepRequest(episodes=items))
-        else:
-            request = env_pb2.SessionRequest(reset=env_pb2.ResetRequest(episodes=items))
+        request = env_pb2.SessionRequest()
+        getattr(request, kind).episodes.extend(items)  # one copy (nesting constructors copies twice)
         try:
             self._send(request, lambda outcome: _deliver(outcome, kind, waiting), queued[0][2])
         except Exception as exc:  # e.g. a broken stream: raise it in the callers, never leave them waiting
