@@ -191,9 +191,8 @@ def message_to_proto(message: t.Message, out: types_pb2.Message | None = None) -
     return proto
 
 
-# The *_from_proto functions run for every reply a client gets: each skips empty repeated and map
-# fields with one cheap truth test (iterating an empty one costs several times more), and builds nothing
-# that the dataclass's default would build anyway.
+# The *_from_proto functions below run for every result a client gets: they test an often-empty repeated
+# field, or a Struct with HasField, before converting it (converting an empty one costs several times more).
 
 
 def message_from_proto(proto: types_pb2.Message) -> t.Message:
