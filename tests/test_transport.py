@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
-from palaestra.agents.client import AsyncClient, Client, PalaestraError
+from palaestra.agents.client import COALESCED_PER_MESSAGE, AsyncClient, Client, PalaestraError
 from palaestra.pluginmanager import load_plugins
 from palaestra.server.app import ServerThread
 from palaestra.server.config import ServerConfig
@@ -53,6 +53,30 @@ async def test_concurrent_steps_share_a_message_and_keep_their_own_results(serve
         else:
             assert not isinstance(result, BaseException)
             assert result.result.observation.messages[0].content == f"You said: {text}"
+
+
+async def test_many_concurrent_steps_travel_in_messages_of_at_most_coalesced_per_message(
+    server_address: str,
+) -> None:
+    """Coalesced steps are split into messages of COALESCED_PER_MESSAGE, so the server steps one while the
+    client prepares the next; each caller still gets its own episode's result."""
+    count = 2 * COALESCED_PER_MESSAGE + 6
+    async with AsyncClient(server_address) as client:
+        ids = [step.episode_id for step in await client.open("echo/text", seed=0, count=count)]
+        sizes: list[int] = []
+        send = client._send
+
+        def spy(request: env_pb2.SessionRequest, *args: Any) -> Any:
+            sizes.append(len(request.step.episodes))
+            return send(request, *args)
+
+        client._send = spy  # type: ignore[method-assign,assignment]
+        results = await asyncio.gather(*(client.step(i, f"text {n}") for n, i in enumerate(ids)))
+    assert sizes == [COALESCED_PER_MESSAGE, COALESCED_PER_MESSAGE, 6]
+    assert [r.episode_id for r in results] == ids
+    assert [r.result.observation.messages[0].content for r in results] == [
+        f"You said: text {n}" for n in range(count)
+    ]
 
 
 async def test_concurrent_resets_share_a_message_and_honour_their_seeds(server_address: str) -> None:

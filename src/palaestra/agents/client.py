@@ -149,6 +149,13 @@ def replica_addresses(address: str | Sequence[str]) -> tuple[list[str], str | No
     return addresses, None
 
 
+# Single-episode steps (and resets) that coroutines ask for in the same loop turn travel together, at most
+# this many per message: with more, the server steps the first message while this process still handles
+# the replies of the one before and prepares the next (64 concurrent echo episodes, server without a
+# store: 23,600 steps/s as one message of 64, 35,500 as two of 32, 28,000 as four of 16).
+COALESCED_PER_MESSAGE = 32
+
+
 class AsyncClient:
     """An asyncio client. Use `async with AsyncClient(address) as client:`.
 
@@ -462,10 +469,13 @@ class AsyncClient:
         return future
 
     def _send_queued(self, kind: str) -> None:
-        """Send the steps (or resets) queued so far as one request (the writer calls this when it runs)."""
+        """Send the steps (or resets) queued so far, at most COALESCED_PER_MESSAGE per request (the writer
+        calls this when it runs)."""
         queued, self._queued[kind] = self._queued[kind], []
-        if not queued:
-            return
+        for start in range(0, len(queued), COALESCED_PER_MESSAGE):
+            self._send_coalesced(kind, queued[start : start + COALESCED_PER_MESSAGE])
+
+    def _send_coalesced(self, kind: str, queued: list[tuple[Any, asyncio.Future[Any], float]]) -> None:
         items = [item for item, _, _ in queued]
         waiting = [future for _, future, _ in queued]
         request = env_pb2.SessionRequest()
