@@ -157,6 +157,45 @@ def _summary(episode_id: str, env_id: str = "echo/echo", failure: bool = False) 
     )
 
 
+def test_each_episode_an_id_plays_between_resets_is_recorded(
+    start_server: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    """A Gymnasium wrapper resets one episode id again and again: each episode it played is a row of its
+    own (`<id>/<n>`, close reason "reset"), with its own steps, return and trajectory; the id's own row is
+    the last one, written when it closes."""
+    server = start_server(**_store_config(tmp_path / "reset.sqlite"))
+    with Client(server.address) as client:
+        [first] = client.open("echo/text", seed=0, options={"turns": 8})
+        word = first.result.observation.messages[0].content.split("'")[1]
+        client.step(first.episode_id, "wrong")
+        client.step(first.episode_id, word)  # said: terminated, reward 1 over 2 steps
+        client.reset(first.episode_id, seed=1)
+        for _ in range(3):
+            client.step(first.episode_id, "still wrong")
+        client.close(first.episode_id)
+    assert server.server is not None and server.server.extras.recorder is not None
+    assert server.server.extras.recorder.flush()
+    with TrajectoryStore(tmp_path / "reset.sqlite") as store:
+        ended = store.episode(f"{first.episode_id}/1")
+        last = store.episode(first.episode_id)
+    assert ended is not None and last is not None
+    assert (ended["steps"], ended["reward"], ended["terminated"], ended["close_reason"]) == (
+        2,
+        1.0,
+        True,
+        "reset",
+    )
+    assert (last["steps"], last["reward"], last["terminated"], last["close_reason"]) == (
+        3,
+        0.0,
+        False,
+        "client",
+    )
+    assert [e["step"] for e in ended["trajectory"]] == [0, 1, 2]  # its reset, then its steps
+    assert [e["step"] for e in last["trajectory"]] == [0, 1, 2, 3]
+    assert ended["group_id"] == last["group_id"] and ended["opened_at"] <= last["opened_at"]
+
+
 def test_retention_by_age_and_count(tmp_path: Path) -> None:
     with TrajectoryStore(tmp_path / "r.sqlite") as store:
         now = time.time()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -71,6 +72,11 @@ class Episode:
     env_closed: bool = False
     record_trajectory: bool = True  # off when no plugin implements palaestra_episode_finished
     info: dict[str, Any] = field(default_factory=dict)  # seed, options, group, owner: for the hook
+    # The episode-finished hook (the runtime's): a reset after steps reports the episode it ends.
+    report: Callable[[t.EpisodeSummary, list[dict[str, Any]], dict[str, Any]], None] | None = None
+    segments: int = 0  # episodes this id ended by a reset (reported as <id>/<n>)
+    segment_opened_at: float = field(default_factory=time.monotonic)
+    segment_env_seconds: float = 0.0  # env_seconds when the current episode of this id began
     inline: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
@@ -182,6 +188,23 @@ class Episode:
         self.last_active = time.monotonic()
         if self.infra_failure is not None:
             raise precondition(f"episode {self.id} ended with an infrastructure failure; open a new one")
+        self._end_segment()
+
+    def _end_segment(self) -> None:
+        """A reset after at least one step ends the episode this id was playing: it is reported now, as
+        `<id>/<n>`, with its own return, steps and trajectory (a Gymnasium wrapper resets one id again and
+        again); the id itself names the episode it plays last, reported when it closes."""
+        if not self.steps or not self.record_trajectory or self.report is None:
+            return
+        self.segments += 1
+        summary = dataclasses.replace(self.summary("reset"), episode_id=f"{self.id}/{self.segments}")
+        trajectory, self.recorded = self.trajectory, []
+        self.report(summary, trajectory, self.info)
+        self.segment_opened_at, self.segment_env_seconds = time.monotonic(), self.env_seconds
+        self.info = {
+            **self.info,
+            "opened_at": time.time(),
+        }  # the next episode's (the reported dict keeps its own)
 
     def _after_reset(self, result: t.StepResult) -> None:
         self.steps, self.finished, self.terminated, self.truncated = 0, False, False, False
@@ -278,8 +301,8 @@ class Episode:
             infra_failure=self.infra_failure,
             terminated=self.terminated,
             truncated=self.truncated,
-            wall_seconds=time.monotonic() - self.opened_at,
-            env_seconds=self.env_seconds,
+            wall_seconds=time.monotonic() - self.segment_opened_at,
+            env_seconds=self.env_seconds - self.segment_env_seconds,
             close_reason=reason,
         )
 

@@ -121,6 +121,7 @@ class Runtime:
                     )
                 )
                 opened[-1].info = {**info, "opened_at": time.time()}
+                opened[-1].report = self.episode_finished
             # Resets start 16 at a time with a yield between: started all at once, a large group's
             # resets would run back to back in one loop turn and stall every other stream for seconds.
             for index, episode in enumerate(opened):
