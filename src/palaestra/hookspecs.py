@@ -63,7 +63,9 @@ def palaestra_register_sandbox_backends(registry: SandboxBackendRegistry) -> Non
 def palaestra_episode_finished(
     summary: EpisodeSummary, trajectory: list[dict[str, Any]], info: dict[str, Any]
 ) -> None:
-    """Called once per episode after it closes, for recording or metrics.
+    """Called once per episode after it ends, for recording or metrics: when its id closes; when a reset
+    ends an episode that took steps (``summary.episode_id`` is then ``<id>/<n>``, close reason "reset");
+    and for the episodes of a vector, as each ends (a summary only: the trajectory is empty).
 
     ``trajectory`` lists the episode's steps as plain dicts (step, time, env_seconds, actions, and per
     agent: rewards, components, new messages, checklist items with evidence, legal actions, info).
