@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -21,16 +22,21 @@ from palaestra.v1 import env_pb2
 OTHER_PLUGINS = ["code", "math", "games", "tools"]
 
 
-def count_messages(client: AsyncClient) -> list[str]:
-    """Record the kind of every message the client puts on its stream."""
-    kinds: list[str] = []
+def spy_on_messages(client: AsyncClient, note: Callable[[env_pb2.SessionRequest], Any]) -> None:
+    """Call `note(request)` for every message the client puts on its stream."""
     send = client._send
 
     def spy(request: env_pb2.SessionRequest, *args: Any) -> Any:
-        kinds.append(str(request.WhichOneof("request")))
+        note(request)
         return send(request, *args)
 
     client._send = spy  # type: ignore[method-assign,assignment]
+
+
+def count_messages(client: AsyncClient) -> list[str]:
+    """Record the kind of every message the client puts on its stream."""
+    kinds: list[str] = []
+    spy_on_messages(client, lambda request: kinds.append(str(request.WhichOneof("request"))))
     return kinds
 
 
@@ -64,13 +70,7 @@ async def test_many_concurrent_steps_travel_in_messages_of_at_most_coalesced_per
     async with AsyncClient(server_address) as client:
         ids = [step.episode_id for step in await client.open("echo/text", seed=0, count=count)]
         sizes: list[int] = []
-        send = client._send
-
-        def spy(request: env_pb2.SessionRequest, *args: Any) -> Any:
-            sizes.append(len(request.step.episodes))
-            return send(request, *args)
-
-        client._send = spy  # type: ignore[method-assign,assignment]
+        spy_on_messages(client, lambda request: sizes.append(len(request.step.episodes)))
         results = await asyncio.gather(*(client.step(i, f"text {n}") for n, i in enumerate(ids)))
     assert sizes == [COALESCED_PER_MESSAGE, COALESCED_PER_MESSAGE, 6]
     assert [r.episode_id for r in results] == ids
@@ -140,7 +140,10 @@ def test_sync_steps_from_several_threads_each_get_their_own_result(server_addres
 
         def run(episode_id: str, name: str) -> None:
             for i in range(25):
-                said = client.step(episode_id, f"{name} {i}").result.observation.messages[0].content
+                try:
+                    said = client.step(episode_id, f"{name} {i}").result.observation.messages[0].content
+                except Exception as exc:  # a thread's exception would otherwise be lost with it
+                    said = repr(exc)
                 if said != f"You said: {name} {i}":
                     mismatches.append(said)
 

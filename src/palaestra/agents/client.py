@@ -99,6 +99,13 @@ def as_action(value: ActionLike) -> t.Action:
     raise TypeError(f"cannot turn {type(value).__name__} into an action")
 
 
+def _step_item(episode_id: str, actions: Actions) -> env_pb2.EpisodeActions:
+    """One episode's part of a step request."""
+    item = env_pb2.EpisodeActions(episode_id=episode_id)
+    _fill_actions(item, actions)
+    return item
+
+
 def _fill_actions(out: env_pb2.EpisodeActions, actions: Actions) -> None:
     if type(actions) is str:  # the common case, without an Action in between
         out.actions.add().action.text = actions
@@ -444,9 +451,7 @@ class AsyncClient:
         Steps that several coroutines ask for in the same event-loop turn travel in ONE message (each
         episode still gets its own result or error), so many concurrent episodes cost few messages.
         """
-        item = env_pb2.EpisodeActions(episode_id=episode_id)
-        _fill_actions(item, action)
-        return _single(await self._enqueue("step", item))
+        return _single(await self._enqueue("step", _step_item(episode_id, action)))
 
     def _enqueue(self, kind: str, item: Any) -> asyncio.Future[types_pb2.EpisodeResult]:
         """Queue a one-episode step or reset, to travel together with the others of its kind that
@@ -871,8 +876,7 @@ class Client:
     def step(self, episode_id: str, action: Actions) -> t.EpisodeStep:
         if not self._direct():
             return self._call("step", episode_id, action)  # type: ignore[no-any-return]
-        item = env_pb2.EpisodeActions(episode_id=episode_id)
-        _fill_actions(item, action)
+        item = _step_item(episode_id, action)
         aio = self._aio  # steps from several threads in one loop turn still share a message
         future = self._on_loop(lambda deliver: aio._enqueue("step", item).add_done_callback(deliver))
         return _single(future.result())

@@ -341,9 +341,9 @@ class VectorTable:
             return
         self.runtime.table.release_reservation(vector.principal, vector.num_envs)
         async with vector.lock:
-            if vector.tallies is not None and vector.infra_failure is None:
-                self._report(vector, vector.tallies.cut_short(slice(None), reason))
-            if vector.infra_failure is None:  # else it was closed when it failed
+            if vector.infra_failure is None:  # else it was closed, its episodes lost, when it failed
+                if vector.tallies is not None:
+                    self._report(vector, vector.tallies.cut_short(slice(None), reason))
                 try:
                     vector.env.close()
                 except Exception:

@@ -152,7 +152,7 @@ class Episode:
 
     async def reset(self, seed: int | None, options: Mapping[str, Any]) -> t.StepResult:
         async with self.lock:
-            self._check_resettable()
+            self._before_reset()
             result = await self._call("reset", seed, dict(options))
             self._after_reset(result)
             return result
@@ -172,7 +172,7 @@ class Episode:
 
     def reset_now(self, seed: int | None, options: Mapping[str, Any]) -> t.StepResult:
         assert self.can_run_now()
-        self._check_resettable()
+        self._before_reset()
         result = self._call_inline("reset", seed, dict(options))
         self._after_reset(result)
         return result
@@ -184,7 +184,8 @@ class Episode:
         self._after_step(result, resolved)
         return result
 
-    def _check_resettable(self) -> None:
+    def _before_reset(self) -> None:
+        """Refuse a reset after an infrastructure failure; else end the episode this id was playing."""
         self.last_active = time.monotonic()
         if self.infra_failure is not None:
             raise precondition(f"episode {self.id} ended with an infrastructure failure; open a new one")
@@ -201,10 +202,8 @@ class Episode:
         trajectory, self.recorded = self.trajectory, []
         self.report(summary, trajectory, self.info)
         self.segment_opened_at, self.segment_env_seconds = time.monotonic(), self.env_seconds
-        self.info = {
-            **self.info,
-            "opened_at": time.time(),
-        }  # the next episode's (the reported dict keeps its own)
+        # A new dict for the next episode: the reported one keeps its own start.
+        self.info = {**self.info, "opened_at": time.time()}
 
     def _after_reset(self, result: t.StepResult) -> None:
         self.steps, self.finished, self.terminated, self.truncated = 0, False, False, False

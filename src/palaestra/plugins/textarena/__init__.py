@@ -118,19 +118,18 @@ def player_counts(game_id: str) -> tuple[int, ...]:
 @cache  # per game of TextArena's registry: a game that cannot be built is not tried again on every open
 def _probe(game_id: str) -> tuple[tuple[int, ...], str]:
     """(the player counts the game accepts, ""), or ((), why it cannot be built here)."""
+    counts = []
     try:
-        new_game(game_id)
+        for players in range(1, MAX_PLAYERS + 1):
+            game = new_game(game_id)
+            try:
+                game.reset(num_players=players, seed=0)
+                game.get_observation()
+            except Exception:
+                continue
+            counts.append(players)
     except EnvUnavailable as exc:
         return (), str(exc)
-    counts = []
-    for players in range(1, MAX_PLAYERS + 1):
-        game = new_game(game_id)
-        try:
-            game.reset(num_players=players, seed=0)
-            game.get_observation()
-        except Exception:
-            continue
-        counts.append(players)
     return tuple(counts), ""
 
 
